@@ -1,0 +1,45 @@
+"""Frame-level corruption (SPEC §3.2, §3.4): per-frame times and a per-token Bernoulli mask.
+
+Each frame f of clip b has its own t_{b,f}; every token of that frame is replaced by MASK with
+probability 1 - kappa(t_{b,f}). This is the release's dense V-way mixture drawn in closed form
+(identical in distribution), so memory is O(B F H W) rather than O(B F H W V).
+"""
+import jax
+import jax.numpy as jnp
+
+from maskflow_jax.flow.schedules import kappa
+
+NOISE_LEVELS = ("random_all", "constant", "dynamic")
+
+
+def sample_times(rng, batch, frames, mode="random_all", eps=1e-3, dynamic_prob=0.8):
+    """Per-frame times t (B, F) float32 in [eps, 1).
+
+    random_all: i.i.d. over clips and frames (the paper's frame-level masking).
+    constant:   one t per clip shared by its frames (the baseline), clamped to [eps, 1 - eps].
+    dynamic:    one coin per batch; with probability `dynamic_prob` random_all, otherwise one
+                t = 0.5 + 0.5 U per clip shared over frames.
+    """
+    if mode not in NOISE_LEVELS:
+        raise ValueError(f"noise level {mode!r} is unknown; expected one of {list(NOISE_LEVELS)} (config.flow.noise_level)")
+    k_all, k_clip, k_coin = jax.random.split(rng, 3)
+    per_frame = (1 - eps) * jax.random.uniform(k_all, (batch, frames)) + eps
+    if mode == "random_all":
+        return per_frame
+    u = jax.random.uniform(k_clip, (batch, 1))
+    if mode == "constant":
+        return jnp.broadcast_to(jnp.clip((1 - eps) * u + eps, eps, 1 - eps), (batch, frames))
+    shared = jnp.broadcast_to(0.5 + 0.5 * u, (batch, frames))
+    return jnp.where(jax.random.uniform(k_coin) < dynamic_prob, per_frame, shared)
+
+
+def corrupt(rng, tokens, t, mask_id, kappa_name="sigmoid"):
+    """Masks tokens (B, F, H, W) with per-frame probability 1 - kappa(t (B, F)).
+
+    Returns (x_t (B, F, H, W) int32, mask (B, F, H, W) bool) where mask marks the MASK positions.
+    """
+    if t.shape != tokens.shape[:2]:
+        raise ValueError(f"t has shape {t.shape} but tokens {tokens.shape}: t must be (B, F) = {tokens.shape[:2]}")
+    keep = kappa(t, kappa_name)[:, :, None, None]
+    mask = jax.random.uniform(rng, tokens.shape) >= keep
+    return jnp.where(mask, jnp.asarray(mask_id, tokens.dtype), tokens), mask
