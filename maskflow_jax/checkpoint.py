@@ -1,0 +1,93 @@
+"""Orbax checkpoints: the train state, its metadata (config, step, state version) and the position
+of the data iterator, saved together so a resumed run continues exactly where it stopped.
+
+Restore always goes onto a sharded abstract target, so a checkpoint written on 8 devices restores
+on 1 device or another mesh layout. A damaged latest checkpoint falls back to the previous one.
+"""
+import os
+
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+
+from maskflow_jax.train.state import STATE_VERSION
+
+
+class CheckpointError(RuntimeError):
+    """No usable checkpoint could be restored; the message lists what was tried."""
+
+
+def make_manager(directory, keep=3, async_save=True):
+    """A CheckpointManager over `directory` (created if missing) keeping the newest `keep` steps."""
+    directory = os.path.abspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save,
+                                           create=True)
+    return ocp.CheckpointManager(directory, options=options)
+
+
+def abstract_target(abstract_state, shardings):
+    """ShapeDtypeStructs carrying the target shardings (the restore target for any mesh)."""
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, shardings)
+
+
+def _grain_iterator(it):
+    """The grain iterator inside `it` (wrappers expose the iterator they wrap as `.wrapped`)."""
+    import grain  # local import: only needed when a data iterator is checkpointed
+
+    kinds = (grain.DatasetIterator, grain.DataLoaderIterator)
+    while not isinstance(it, kinds) and hasattr(it, "wrapped"):
+        it = it.wrapped
+    if not isinstance(it, kinds):
+        raise TypeError(f"cannot checkpoint a data iterator of type {type(it).__name__}: expected a grain "
+                        "DatasetIterator/DataLoaderIterator, or a wrapper exposing it as `.wrapped`")
+    return it
+
+
+def save(manager, step, state, meta, data_iter=None, force=False):
+    """Saves state (StandardSave), meta (JSON: config, step, version) and the data iterator."""
+    items = {
+        "state": ocp.args.StandardSave(state),
+        "meta": ocp.args.JsonSave({**meta, "step": int(step), "state_version": STATE_VERSION}),
+    }
+    if data_iter is not None:
+        import grain
+
+        items["data"] = grain.checkpoint.CheckpointSave(_grain_iterator(data_iter))
+    return manager.save(int(step), args=ocp.args.Composite(**items), force=force)
+
+
+def restore_latest(manager, target, data_iter=None):
+    """Restores the newest readable checkpoint onto `target`; returns (step, state, meta) or None.
+
+    If the newest step cannot be read (a truncated or damaged save), logs a warning and tries the
+    previous one, and so on. Raises CheckpointError if steps exist but none is readable, or if the
+    saved state version differs from this code's.
+    """
+    steps = sorted(manager.all_steps(), reverse=True)
+    if not steps:
+        return None
+    errors = []
+    for step in steps:
+        items = {"state": ocp.args.StandardRestore(target), "meta": ocp.args.JsonRestore()}
+        if data_iter is not None:
+            import grain
+
+            items["data"] = grain.checkpoint.CheckpointRestore(_grain_iterator(data_iter))
+        try:
+            restored = manager.restore(step, args=ocp.args.Composite(**items))
+        except Exception as err:  # noqa: BLE001 - any read failure means "damaged", try older ones
+            logging.warning("checkpoint step %d in %s is unreadable (%s: %s); trying the previous one",
+                            step, manager.directory, type(err).__name__, err)
+            errors.append(f"step {step}: {type(err).__name__}: {err}")
+            continue
+        meta = dict(restored["meta"])
+        if meta.get("state_version") != STATE_VERSION:
+            raise CheckpointError(
+                f"checkpoint step {step} in {manager.directory} has state_version "
+                f"{meta.get('state_version')} but this code writes {STATE_VERSION}; "
+                "restore it with the code version that wrote it or start a new workdir")
+        if errors:
+            logging.warning("resumed from step %d after skipping damaged checkpoints: %s", step, errors)
+        return step, restored["state"], meta
+    raise CheckpointError(f"no readable checkpoint in {manager.directory}; tried: " + "; ".join(errors))

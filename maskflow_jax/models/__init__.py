@@ -1,0 +1,1 @@
+"""The discrete spatio-temporal Latte denoiser (SPEC §4)."""

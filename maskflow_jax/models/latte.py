@@ -1,0 +1,140 @@
+"""The discrete Latte denoiser (SPEC §4): token ids (B, F, H, W) and per-frame times t (B, F) ->
+clean-token logits (B, F, H, W, V).
+
+Layout differs from the release only in being channels-last: the release returns (B, V, F, H, W).
+The vocabulary of the embedding table and the output head is padded to a multiple of
+`VOCAB_PAD` so it shards evenly over a tensor axis (V = 16385 is odd); padded rows are never
+looked up and padded logits are sliced off, so the function computed is unchanged.
+The temporal sin-cos embedding is computed for the F of the input (the release hard-wires F to
+the training clip length; for that F both are identical).
+"""
+import dataclasses
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from maskflow_jax.models.layers import AdaLNBlock, TimestepEmbedder, layer_norm, modulate, part, sincos_1d, sincos_2d, xavier, zeros
+from maskflow_jax.parallel import axes as ax
+
+# name -> (depth in blocks, hidden D, heads); patch 2 for all (SPEC §4.3).
+PRESETS = {
+    "tiny": (4, 128, 4),
+    "S": (12, 384, 6),
+    "B": (12, 768, 12),
+    "L": (24, 1024, 16),
+    "XL": (28, 1152, 16),
+}
+VOCAB_PAD = 64
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+class Latte(nn.Module):
+    """Alternating spatial / temporal adaLN-Zero blocks over patch tokens (SPEC §4.1).
+
+    Attributes: vocab_size V (codebook + MASK), hidden D, depth (blocks; depth/2 pairs), heads,
+    patch p, time_cond (False zeroes t: a timestep-independent model), num_actions (> 0 adds a
+    per-frame action embedding to the time embedding), dtype (compute), remat (per block).
+    """
+
+    vocab_size: int
+    hidden: int
+    depth: int
+    heads: int
+    patch: int = 2
+    mlp_ratio: float = 4.0
+    time_cond: bool = True
+    num_actions: int = 0
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, tokens, t, actions=None):
+        b, f, h, w = tokens.shape
+        p, d = self.patch, self.hidden
+        gh, gw = h // p, w // p
+        if h % p or w % p:
+            raise ValueError(f"token grid {h}x{w} is not divisible by the patch size {p} (config.model.patch)")
+        if t.shape != (b, f):
+            raise ValueError(f"t has shape {t.shape}; expected (B, F) = {(b, f)}")
+
+        v_pad = -(-self.vocab_size // VOCAB_PAD) * VOCAB_PAD
+        emb = nn.Embed(v_pad, d // 2, embedding_init=part(nn.initializers.normal(1.0), ax.VOCAB, ax.EMBED),
+                       param_dtype=self.param_dtype, name="token_embed")(tokens).astype(self.dtype)
+        # Patchify: a p x p stride-p conv written as a Dense over flattened patches (same xavier fans).
+        x = emb.reshape(b, f, gh, p, gw, p, d // 2).transpose(0, 1, 2, 4, 3, 5, 6).reshape(b, f, gh * gw, p * p * d // 2)
+        x = nn.Dense(d, dtype=self.dtype, param_dtype=self.param_dtype, name="patch_embed",
+                     kernel_init=part(xavier, ax.PATCH, ax.EMBED), bias_init=part(zeros, ax.EMBED))(x)
+        x = x + jnp.asarray(sincos_2d(d, gh, gw), self.dtype)
+        x = nn.with_logical_constraint(x, (ax.BATCH, ax.FRAMES, ax.SEQ, ax.EMBED))
+
+        t_in = t if self.time_cond else jnp.zeros_like(t)
+        c = TimestepEmbedder(d, dtype=self.dtype, name="t_embed")(t_in)  # (B, F, D)
+        if self.num_actions > 0 and actions is not None:
+            c = c + nn.Embed(self.num_actions, d, embedding_init=part(nn.initializers.normal(0.02), ax.VOCAB, ax.EMBED),
+                             param_dtype=self.param_dtype, name="action_embed")(actions).astype(self.dtype)
+        c_spatial = c[:, :, None, :]  # (B, F, 1, D): one vector per frame, broadcast over patches
+        c_temporal = c[:, None, :, :]  # (B, 1, F, D): per-frame modulation inside temporal attention
+        temp_embed = jnp.asarray(sincos_1d(d, np.arange(f)), self.dtype)
+
+        block = nn.remat(AdaLNBlock) if self.remat else AdaLNBlock
+        for i in range(self.depth // 2):
+            x = block(self.heads, self.mlp_ratio, self.dtype, name=f"spatial_{i}")(x, c_spatial)
+            x = x.transpose(0, 2, 1, 3)  # (B, N, F, D)
+            x = nn.with_logical_constraint(x, (ax.BATCH, ax.SEQ, ax.FRAMES, ax.EMBED))
+            if i == 0:
+                x = x + temp_embed
+            x = block(self.heads, self.mlp_ratio, self.dtype, name=f"temporal_{i}")(x, c_temporal)
+            x = x.transpose(0, 2, 1, 3)  # (B, F, N, D)
+            x = nn.with_logical_constraint(x, (ax.BATCH, ax.FRAMES, ax.SEQ, ax.EMBED))
+
+        mod = nn.Dense(2 * d, dtype=self.dtype, kernel_init=part(zeros, ax.EMBED, ax.MLP),
+                       bias_init=part(zeros, ax.MLP), name="final_adaLN")(nn.silu(c_spatial))
+        shift, scale = jnp.split(mod, 2, axis=-1)
+        x = modulate(layer_norm(x), shift, scale)
+        out = nn.Dense(p * p * v_pad, dtype=self.dtype, name="head",
+                       kernel_init=part(zeros, ax.EMBED, ax.VOCAB), bias_init=part(zeros, ax.VOCAB))(x)
+        # Unpatchify: (B, F, N, p*p*V_pad) -> (B, F, H, W, V).
+        out = out.reshape(b, f, gh, gw, p, p, v_pad).transpose(0, 1, 2, 4, 3, 5, 6)
+        logits = out.reshape(b, f, h, w, v_pad)[..., : self.vocab_size].astype(jnp.float32)
+        return nn.with_logical_constraint(logits, (ax.BATCH, ax.FRAMES, None, None, ax.VOCAB))
+
+
+@dataclasses.dataclass(frozen=True)
+class DenoiserSpec:
+    depth: int
+    hidden: int
+    heads: int
+
+
+def resolve_size(model_cfg):
+    """(depth, hidden, heads) from the preset with config overrides, validated."""
+    if model_cfg.size not in PRESETS:
+        raise ValueError(f"config.model.size={model_cfg.size!r}: expected one of {list(PRESETS)}")
+    depth, hidden, heads = PRESETS[model_cfg.size]
+    depth = model_cfg.depth if model_cfg.get("depth") is not None else depth
+    hidden = model_cfg.hidden if model_cfg.get("hidden") is not None else hidden
+    heads = model_cfg.heads if model_cfg.get("heads") is not None else heads
+    if depth < 2 or depth % 2:
+        raise ValueError(f"config.model.depth={depth}: blocks come in (spatial, temporal) pairs; use an even number")
+    if hidden % heads:
+        raise ValueError(f"config.model.hidden={hidden} is not divisible by config.model.heads={heads}")
+    if hidden % 4:
+        raise ValueError(f"config.model.hidden={hidden} must be divisible by 4 (2-D sin-cos embedding)")
+    return DenoiserSpec(depth, hidden, heads)
+
+
+def make_denoiser(model_cfg, vocab_size, frames=None, grid=None):
+    """Builds the Latte denoiser from `config.model` for a vocabulary of `vocab_size` (incl. MASK).
+
+    `frames` and `grid` are accepted for validation: the grid must be divisible by the patch.
+    """
+    spec = resolve_size(model_cfg)
+    if grid is not None and (grid[0] % model_cfg.patch or grid[1] % model_cfg.patch):
+        raise ValueError(f"token grid {grid} is not divisible by config.model.patch={model_cfg.patch}")
+    return Latte(vocab_size=vocab_size, hidden=spec.hidden, depth=spec.depth, heads=spec.heads,
+                 patch=model_cfg.patch, mlp_ratio=model_cfg.mlp_ratio, time_cond=bool(model_cfg.time_cond),
+                 num_actions=model_cfg.num_actions if model_cfg.action_cond else 0,
+                 dtype=DTYPES[model_cfg.dtype], param_dtype=DTYPES[model_cfg.param_dtype],
+                 remat=bool(model_cfg.remat))

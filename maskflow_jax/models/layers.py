@@ -1,0 +1,152 @@
+"""Building blocks of the discrete Latte denoiser (SPEC §4.1): fixed sin-cos embeddings, the
+timestep embedder, attention through `jax.nn.dot_product_attention`, and the adaLN-Zero block.
+
+Shapes: x (..., L, D) sequences of length L (L = N patches for a spatial block, F frames for a
+temporal block), modulation vectors broadcastable to x.
+"""
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from maskflow_jax.parallel import axes as ax
+
+xavier = nn.initializers.xavier_uniform()
+zeros = nn.initializers.zeros
+
+
+def part(init, *names):
+    return nn.with_logical_partitioning(init, names)
+
+
+def sincos_1d(dim, positions):
+    """[sin(pos w_k), cos(pos w_k)] with w_k = 10000^(-k / (dim/2)), k < dim/2 -> (len, dim) float32."""
+    omega = 1.0 / 10000 ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2.0))
+    out = np.asarray(positions, np.float64)[:, None] * omega[None]
+    return np.concatenate([np.sin(out), np.cos(out)], axis=1).astype(np.float32)
+
+
+def sincos_2d(dim, grid_h, grid_w):
+    """MAE 2-D sin-cos embedding (N = grid_h * grid_w row-major, dim): the first dim/2 channels
+    encode the column index, the last dim/2 the row index (SPEC §4.1.3)."""
+    rows, cols = np.meshgrid(np.arange(grid_h), np.arange(grid_w), indexing="ij")
+    return np.concatenate([sincos_1d(dim // 2, cols.reshape(-1)), sincos_1d(dim // 2, rows.reshape(-1))], axis=1)
+
+
+def timestep_features(t, dim=256, max_period=10000.0):
+    """DiT sinusoid with cos first, t in [0, 1] not rescaled (SPEC §4.1.4, §11.15): (..., dim)."""
+    half = dim // 2
+    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+    args = t[..., None].astype(jnp.float32) * freqs
+    return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+
+
+class TimestepEmbedder(nn.Module):
+    """t (B, F) -> (B, F, D): sinusoid(256) -> Linear -> SiLU -> Linear, weights N(0, 0.02)."""
+
+    hidden: int
+    freq_dim: int = 256
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, t):
+        init = nn.initializers.normal(0.02)
+        x = timestep_features(t, self.freq_dim)
+        x = nn.Dense(self.hidden, dtype=self.dtype, kernel_init=part(init, ax.FREQ, ax.EMBED),
+                     bias_init=part(zeros, ax.EMBED), name="mlp_in")(x)
+        x = nn.silu(x)
+        return nn.Dense(self.hidden, dtype=self.dtype, kernel_init=part(init, ax.EMBED, ax.MLP),
+                        bias_init=part(zeros, ax.MLP), name="mlp_out")(x)
+
+
+def layer_norm(x, eps=1e-6):
+    """LayerNorm without affine parameters, computed in fp32."""
+    x32 = x.astype(jnp.float32)
+    mean = jnp.mean(x32, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+    return ((x32 - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
+
+
+def modulate(x, shift, scale):
+    return x * (1 + scale) + shift
+
+
+class Attention(nn.Module):
+    """Full bidirectional multi-head attention over the L axis of x (..., L, D); qkv and proj with bias."""
+
+    heads: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        lead, (seq, d) = x.shape[:-2], x.shape[-2:]
+        x = x.reshape(-1, seq, d)  # (M, L, D)
+        dh = d // self.heads
+
+        def proj(name):
+            return nn.Einsum((d, self.heads, dh), "mld,dhk->mlhk", dtype=self.dtype, name=name,
+                             kernel_init=part(xavier_heads, ax.EMBED, ax.HEADS, ax.KV),
+                             bias_init=part(zeros, ax.HEADS, ax.KV))(x)
+
+        q, k, v = proj("query"), proj("key"), proj("value")
+        out = jax.nn.dot_product_attention(q, k, v)  # (M, L, heads, dh); scale dh^-1/2
+        out = nn.Einsum((self.heads, dh, d), "mlhk,hkd->mld", dtype=self.dtype, name="out",
+                        kernel_init=part(xavier_heads_out, ax.HEADS, ax.KV, ax.EMBED),
+                        bias_init=part(zeros, ax.EMBED))(out)
+        return out.reshape(*lead, seq, d)
+
+
+def xavier_heads(key, shape, dtype=jnp.float32):
+    """Xavier-uniform of the fused PyTorch qkv Linear (D -> 3D), viewed as (D, heads, dh)."""
+    d_in, heads, dh = shape
+    limit = math.sqrt(6.0 / (d_in + 3 * heads * dh))
+    return jax.random.uniform(key, shape, dtype, -limit, limit)
+
+
+def xavier_heads_out(key, shape, dtype=jnp.float32):
+    """Xavier-uniform of the (D -> D) output projection, viewed as (heads, dh, D)."""
+    heads, dh, d_out = shape
+    limit = math.sqrt(6.0 / (heads * dh + d_out))
+    return jax.random.uniform(key, shape, dtype, -limit, limit)
+
+
+class Mlp(nn.Module):
+    """Linear(D -> r D) -> GELU(tanh) -> Linear(r D -> D)."""
+
+    ratio: float = 4.0
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        d = x.shape[-1]
+        h = nn.Dense(int(d * self.ratio), dtype=self.dtype, kernel_init=part(xavier, ax.EMBED, ax.MLP),
+                     bias_init=part(zeros, ax.MLP), name="fc1")(x)
+        h = nn.gelu(h, approximate=True)
+        return nn.Dense(d, dtype=self.dtype, kernel_init=part(xavier, ax.MLP, ax.EMBED),
+                        bias_init=part(zeros, ax.EMBED), name="fc2")(h)
+
+
+class AdaLNBlock(nn.Module):
+    """adaLN-Zero transformer block over the L axis of x (M, L, D) (SPEC §4.1.6).
+
+    c: conditioning broadcastable to (M, L, D) after the 6D projection, e.g. (M, 1, D) for a
+    spatial block (one vector per frame) or (M, L, D) for a temporal block (one per frame).
+    """
+
+    heads: int
+    mlp_ratio: float = 4.0
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, c):
+        d = x.shape[-1]
+        mod = nn.Dense(6 * d, dtype=self.dtype, kernel_init=part(zeros, ax.EMBED, ax.MLP),
+                       bias_init=part(zeros, ax.MLP), name="adaLN")(nn.silu(c))
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = jnp.split(mod, 6, axis=-1)
+        x = x + gate_msa * Attention(self.heads, dtype=self.dtype, name="attn")(
+            modulate(layer_norm(x), shift_msa, scale_msa))
+        x = x + gate_mlp * Mlp(self.mlp_ratio, dtype=self.dtype, name="mlp")(
+            modulate(layer_norm(x), shift_mlp, scale_mlp))
+        return x

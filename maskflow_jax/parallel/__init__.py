@@ -1,0 +1,1 @@
+"""Sharding as data: logical axis names, the device mesh, and shardings derived from them."""

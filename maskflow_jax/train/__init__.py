@@ -1,0 +1,1 @@
+"""Training: state, optimizer, jitted step and the loop."""

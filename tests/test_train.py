@@ -1,0 +1,133 @@
+"""Training: overfitting, sharded == single-device, kill/resume == uninterrupted, checkpoint portability."""
+import os
+import shutil
+import signal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from factories import structured_tokens, tiny_config, token_iterator
+from jax.sharding import AxisType
+
+from maskflow_jax import checkpoint
+from maskflow_jax.train import loop
+from maskflow_jax.train.setup import build_trainer
+
+
+def _mesh(shape, axes=("data", "fsdp", "tensor")):
+    n = int(np.prod(shape))
+    return jax.make_mesh(shape, axes, axis_types=(AxisType.Auto,) * len(shape), devices=jax.devices()[:n])
+
+
+def _leaves(tree):
+    return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+@pytest.fixture(scope="module")
+def data():
+    cfg = tiny_config()
+    return structured_tokens(32, cfg.data.frames, 4, cfg.tokenizer.n_embed)
+
+
+def test_overfits_a_fixed_batch(data):
+    cfg = tiny_config(train__lr=1e-2, flow__reweigh="none")
+    trainer = build_trainer(cfg, _mesh((1, 1, 1)))
+    # One clip repeated: fully memorisable, so even fully masked frames become predictable.
+    batch = {"tokens": jax.device_put(jnp.asarray(np.repeat(data[:1], 8, axis=0)), trainer.batch_sharding)}
+    with jax.set_mesh(trainer.mesh):
+        state = trainer.init(jax.random.key(0))
+        losses = []
+        for _ in range(100):
+            state, metrics = trainer.step(state, batch)
+            losses.append(float(metrics["loss"]))
+    first, last = np.mean(losses[:5]), np.mean(losses[-10:])
+    assert np.all(np.isfinite(losses))
+    assert losses[0] == pytest.approx(np.log(cfg.tokenizer.n_embed + 1), rel=1e-3)  # zero-init logits: uniform
+    assert last < 0.2 * first, (first, last)
+    assert int(state.step) == 100
+
+
+def test_sharded_step_matches_single_device(data):
+    cfg = tiny_config()
+    results = []
+    for shape in [(1, 1, 1), (4, 2, 1), (2, 2, 2)]:
+        trainer = build_trainer(cfg, _mesh(shape))
+        with jax.set_mesh(trainer.mesh):
+            state = trainer.init(jax.random.key(0))
+            losses = []
+            for i in range(2):
+                batch = {"tokens": jax.device_put(jnp.asarray(data[8 * i:8 * i + 8]), trainer.batch_sharding)}
+                state, metrics = trainer.step(state, batch)
+                losses.append(float(metrics["loss"]))
+        results.append((losses, _leaves(state.params), state))
+    (ref_losses, ref_params, _), *others = results
+    for losses, params, state in others:
+        np.testing.assert_allclose(losses, ref_losses, rtol=1e-5, atol=1e-5)
+        for a, b in zip(params, ref_params):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    # Parameters are really sharded on the multi-device meshes (not all replicated).
+    sharded = [x for x in jax.tree.leaves(results[1][2].params) if not x.sharding.is_fully_replicated]
+    assert sharded, "no parameter is sharded on the 4x2 mesh"
+
+
+class _KillAt:
+    """Wraps a grain iterator and sends SIGTERM to this process when batch `at` is drawn."""
+
+    def __init__(self, wrapped, at):
+        self.wrapped, self.at, self.count = wrapped, at, 0
+
+    def __next__(self):
+        self.count += 1
+        if self.count == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return next(self.wrapped)
+
+
+def test_kill_and_resume_matches_uninterrupted(tmp_path, data):
+    cfg = tiny_config(train__steps=8, train__ckpt_every=100)
+    mesh = _mesh((2, 1, 1))
+    full = loop.train_and_evaluate(cfg, str(tmp_path / "full"), batches=token_iterator(data, 8), mesh=mesh)
+
+    workdir = str(tmp_path / "killed")
+    killed = loop.train_and_evaluate(cfg, workdir, batches=_KillAt(token_iterator(data, 8), at=3), mesh=mesh)
+    assert int(killed.step) == 3, "SIGTERM should stop the run right after the step in flight"
+    manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"))
+    assert manager.latest_step() == 3
+    manager.close()
+    resumed = loop.train_and_evaluate(cfg, workdir, batches=token_iterator(data, 8), mesh=mesh)
+    assert int(resumed.step) == 8
+    for a, b in zip(_leaves(resumed.params), _leaves(full.params)):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(_leaves(resumed.ema_params), _leaves(full.ema_params)):
+        np.testing.assert_array_equal(a, b)
+    lines = open(os.path.join(workdir, "train_metrics.jsonl")).read().splitlines()
+    assert lines and all("loss" in ln and "tokens_per_sec" in ln for ln in lines)
+
+
+def test_checkpoint_from_8_devices_restores_on_1_and_damaged_latest_falls_back(tmp_path, data):
+    cfg = tiny_config(train__steps=6, train__ckpt_every=3)
+    workdir = str(tmp_path / "run")
+    trained = loop.train_and_evaluate(cfg, workdir, batches=token_iterator(data, 8), mesh=_mesh((4, 2, 1)))
+    one = build_trainer(cfg, _mesh((1, 1, 1)))
+    manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"))
+    assert sorted(manager.all_steps()) == [3, 6]
+    target = checkpoint.abstract_target(one.abstract_state, one.state_shardings)
+    step, state, meta = checkpoint.restore_latest(manager, target)
+    assert step == 6 and meta["config"]["data"]["frames"] == cfg.data.frames
+    assert all(len(x.sharding.device_set) == 1 for x in jax.tree.leaves(state.params))
+    for a, b in zip(_leaves(state.params), _leaves(trained.params)):
+        np.testing.assert_array_equal(a, b)
+    # Damage the newest checkpoint: restore falls back to step 3 (with a warning).
+    state_dir = os.path.join(workdir, "checkpoints", "6", "state")
+    shutil.rmtree(state_dir)
+    os.makedirs(state_dir)
+    step, _, _ = checkpoint.restore_latest(manager, target)
+    assert step == 3
+    manager.close()
+
+
+def test_non_finite_loss_stops_with_step_and_checkpoint(tmp_path, data):
+    cfg = tiny_config(train__steps=6, train__ckpt_every=2, train__log_every=1, train__lr=1e38)
+    with pytest.raises(loop.NonFiniteLossError, match=r"at step \d+; (the last good checkpoint is step \d+|no checkpoint was written yet)"):
+        loop.train_and_evaluate(cfg, str(tmp_path / "nan"), batches=token_iterator(data, 8), mesh=_mesh((1, 1, 1)))
