@@ -124,6 +124,7 @@ def get_base():
     tr.b2 = 0.999  # AdamW beta2
     tr.weight_decay = 0.0  # AdamW weight decay
     tr.grad_clip = 2.0  # global-norm gradient clipping
+    tr.grad_accum = 1  # microbatches per step (same result as the full batch, less activation memory)
     tr.ema_decay = 0.9999  # EMA decay of the parameters
     tr.log_every = 100  # steps between metric lines (stdout, JSONL, TensorBoard)
     tr.ckpt_every = 5000  # steps between checkpoints

@@ -78,6 +78,9 @@ def validate(cfg, num_devices=None):
     _check(tr.warmup_steps >= 0, "train.warmup_steps", f"got {tr.warmup_steps}")
     _check(0 <= tr.ema_decay < 1, "train.ema_decay", f"got {tr.ema_decay}; must be in [0, 1)")
     _check(tr.grad_clip > 0, "train.grad_clip", f"got {tr.grad_clip}")
+    _check(tr.grad_accum >= 1, "train.grad_accum", f"got {tr.grad_accum}")
+    _check(d.batch_size % tr.grad_accum == 0, "train.grad_accum",
+           f"data.batch_size={d.batch_size} does not split into {tr.grad_accum} microbatches")
     _check(tr.log_every >= 1, "train.log_every", f"got {tr.log_every}")
     _check(tr.ckpt_every >= 1, "train.ckpt_every", f"got {tr.ckpt_every}")
     _check(tr.keep_checkpoints >= 1, "train.keep_checkpoints", f"got {tr.keep_checkpoints}")

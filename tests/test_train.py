@@ -131,3 +131,19 @@ def test_non_finite_loss_stops_with_step_and_checkpoint(tmp_path, data):
     cfg = tiny_config(train__steps=6, train__ckpt_every=2, train__log_every=1, train__lr=1e38)
     with pytest.raises(loop.NonFiniteLossError, match=r"at step \d+; (the last good checkpoint is step \d+|no checkpoint was written yet)"):
         loop.train_and_evaluate(cfg, str(tmp_path / "nan"), batches=token_iterator(data, 8), mesh=_mesh((1, 1, 1)))
+
+
+def test_gradient_accumulation_equals_full_batch(data):
+    results = []
+    for accum in (1, 4):
+        cfg = tiny_config(train__grad_accum=accum)
+        trainer = build_trainer(cfg, _mesh((2, 1, 1)))
+        with jax.set_mesh(trainer.mesh):
+            state = trainer.init(jax.random.key(0))
+            batch = {"tokens": jax.device_put(jnp.asarray(data[:8]), trainer.batch_sharding)}
+            state, metrics = trainer.step(state, batch)
+        results.append((float(metrics["loss"]), float(metrics["accuracy"]), _leaves(state.params)))
+    (l1, a1, p1), (l4, a4, p4) = results
+    assert l4 == pytest.approx(l1, rel=1e-5) and a4 == pytest.approx(a1, abs=1e-6)
+    for a, b in zip(p1, p4):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

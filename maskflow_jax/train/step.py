@@ -2,6 +2,9 @@
 
 Pure function of (state, batch); `make_train_step` closes over the model and the config and is
 jitted by the caller with explicit shardings and state donation (see `maskflow_jax.train.setup`).
+With `train.grad_accum = k` the batch is processed as k microbatches inside the step (a
+`lax.scan`), and the result equals the full-batch step: the corruption is drawn for the whole
+batch first, and the loss is renormalised by the global masked count (SPEC §3.6 step 4).
 """
 import jax
 import jax.numpy as jnp
@@ -26,15 +29,19 @@ def corrupt_batch(rng, tokens, flow_cfg, mask_id):
     return x_t, mask, t, weights
 
 
-def make_loss_fn(model, cfg, mask_id):
-    """loss_fn(params, batch, rng) -> (loss, metrics); batch["tokens"] is (B, F, H, W) int32."""
+def _normaliser(mask, mask_ce):
+    """The loss denominator of a (micro)batch: masked count (+1e-6) or the number of positions."""
+    return jnp.sum(mask.astype(jnp.float32)) + 1e-6 if mask_ce else jnp.asarray(mask.size, jnp.float32)
 
-    def loss_fn(params, batch, rng):
-        tokens = batch["tokens"]
-        x_t, mask, t, weights = corrupt_batch(rng, tokens, cfg.flow, mask_id)
-        logits = model.apply({"params": params}, x_t, t, actions=batch.get("actions"))
-        loss, metrics = losses.masked_cross_entropy(logits, tokens, mask, weights, mask_ce=cfg.flow.mask_ce)
-        return loss, metrics
+
+def make_loss_fn(model, cfg):
+    """loss_fn(params, micro) -> (loss, metrics) on an already corrupted (micro)batch dict with
+    tokens, x_t, mask, t, weights (and optionally actions)."""
+
+    def loss_fn(params, micro):
+        logits = model.apply({"params": params}, micro["x_t"], micro["t"], actions=micro.get("actions"))
+        return losses.masked_cross_entropy(logits, micro["tokens"], micro["mask"], micro["weights"],
+                                           mask_ce=cfg.flow.mask_ce)
 
     return loss_fn
 
@@ -42,16 +49,51 @@ def make_loss_fn(model, cfg, mask_id):
 def make_train_step(model, cfg, mask_id):
     """Returns train_step(state, batch) -> (state, metrics) for the jitted training loop.
 
-    The step's rng is `fold_in(state.rng, state.step)`, so a resumed run draws the same corruption
-    as an uninterrupted one. Metrics: loss, masked accuracy, grad_norm (before clipping), lr.
+    batch: {"tokens": (B, F, H, W) int32, optional "actions": (B, F)}. The step's rng is
+    `fold_in(state.rng, state.step)`, so a resumed run draws the same corruption as an
+    uninterrupted one. Metrics: loss, accuracy (masked tokens), masked_fraction, grad_norm
+    (before clipping), lr.
     """
     tx = make_optimizer(cfg.train)
     schedule = learning_rate_schedule(cfg.train)
-    loss_fn = make_loss_fn(model, cfg, mask_id)
+    loss_fn = make_loss_fn(model, cfg)
+    accum = int(cfg.train.get("grad_accum", 1))
+    mask_ce = cfg.flow.mask_ce
+
+    def grads_and_metrics(params, full):
+        if accum == 1:
+            (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, full)
+            return loss, metrics, grads
+        b = full["tokens"].shape[0]
+        if b % accum:
+            raise ValueError(f"batch of {b} clips does not split into config.train.grad_accum={accum} microbatches")
+        micro = jax.tree.map(lambda x: x.reshape(accum, b // accum, *x.shape[1:]), full)
+        total = _normaliser(full["mask"], mask_ce)
+
+        def body(carry, mb):
+            g_acc, m_acc = carry
+            (loss, metrics), g = jax.value_and_grad(loss_fn, has_aux=True)(params, mb)
+            # Undo the microbatch normalisation; renormalise by the global count at the end.
+            scale = _normaliser(mb["mask"], mask_ce)
+            correct = metrics["accuracy"] * jnp.sum(mb["mask"].astype(jnp.float32))
+            g_acc = jax.tree.map(lambda a, x: a + x * scale, g_acc, g)
+            m_acc = {"loss": m_acc["loss"] + loss * scale, "correct": m_acc["correct"] + correct}
+            return (g_acc, m_acc), None
+
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        init = (zeros, {"loss": jnp.zeros((), jnp.float32), "correct": jnp.zeros((), jnp.float32)})
+        (g_sum, m_sum), _ = jax.lax.scan(body, init, micro)
+        grads = jax.tree.map(lambda x: x / total, g_sum)
+        count = jnp.sum(full["mask"].astype(jnp.float32))
+        metrics = {"accuracy": m_sum["correct"] / jnp.maximum(count, 1.0),
+                   "masked_fraction": jnp.mean(full["mask"].astype(jnp.float32))}
+        return m_sum["loss"] / total, metrics, grads
 
     def train_step(state: TrainState, batch):
         rng = jax.random.fold_in(state.rng, state.step)
-        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng)
+        x_t, mask, t, weights = corrupt_batch(rng, batch["tokens"], cfg.flow, mask_id)
+        full = dict(batch, x_t=x_t, mask=mask, t=t, weights=weights)
+        loss, metrics, grads = grads_and_metrics(state.params, full)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         ema = ema_update(state.ema_params, params, cfg.train.ema_decay)
