@@ -143,6 +143,7 @@ def get_base():
 
     # --- mesh (see maskflow_jax/parallel) ---------------------------------------------------------
     c.mesh = ml_collections.ConfigDict()
+    c.mesh.preset = "dp"  # label of the sharding preset set by the mesh=... variant: dp | fsdp | fsdp_tp
     c.mesh.shape = (-1, 1, 1)  # devices per axis; exactly one -1 takes the remaining devices
     c.mesh.axes = ("data", "fsdp", "tensor")  # mesh axis names
     c.mesh.rules = (  # logical axis -> mesh axes (see maskflow_jax/parallel/axes.py)
@@ -173,6 +174,7 @@ def apply_common_variants(c, variant):
     size=<tiny|S|B|L|XL>   model preset
     sampler=<mgm|fm>       sampler used for generation
     preset=<chunk|ar|full> long-video rollout preset
+    mesh=<dp|fsdp|fsdp_tp> sharding preset (tp=<n>: tensor-parallel ways for fsdp_tp)
     runlocal               shrink everything to run in minutes on a laptop CPU
     """
     variant = dict(variant)
@@ -182,6 +184,8 @@ def apply_common_variants(c, variant):
         c.sampling.sampler = variant.pop("sampler")
     if "preset" in variant:
         set_rollout_preset(c, variant.pop("preset"))
+    if "mesh" in variant:
+        set_mesh_preset(c, variant.pop("mesh"), tensor=int(variant.pop("tp", 2)))
     if variant.pop("runlocal", False):
         c.model.size = "tiny"
         c.data.batch_size = 2
@@ -210,3 +214,28 @@ def set_rollout_preset(c, preset):
     else:
         raise ValueError(f"variant preset={preset!r}: expected chunk, ar or full")
     c.sampling.preset = preset
+
+
+# Logical -> mesh rules per sharding preset. The batch is always split over data x fsdp.
+MESH_PRESETS = {
+    # Pure data parallel: every device holds all parameters and optimizer state.
+    "dp": ((-1, 1, 1), (("batch", ("data", "fsdp")),)),
+    # FSDP / ZeRO-3: parameters, gradients and optimizer state split over fsdp along their
+    # model-width (embed) or conv-output axis; gathered per layer by XLA.
+    "fsdp": ((1, -1, 1), (("batch", ("data", "fsdp")), ("embed", "fsdp"), ("conv_out", "fsdp"))),
+    # FSDP plus tensor parallelism over heads, MLP width and vocabulary.
+    "fsdp_tp": ((1, -1, 2), (("batch", ("data", "fsdp")), ("embed", "fsdp"), ("conv_out", "fsdp"),
+                             ("mlp", "tensor"), ("heads", "tensor"), ("vocab", "tensor"))),
+}
+
+
+def set_mesh_preset(c, preset, tensor=2):
+    """Sets mesh.shape and mesh.rules for a sharding preset (see MESH_PRESETS)."""
+    if preset not in MESH_PRESETS:
+        raise ValueError(f"variant mesh={preset!r}: expected one of {list(MESH_PRESETS)}")
+    shape, rules = MESH_PRESETS[preset]
+    if preset == "fsdp_tp":
+        shape = (1, -1, tensor)
+    c.mesh.preset = preset
+    c.mesh.shape = shape
+    c.mesh.rules = rules

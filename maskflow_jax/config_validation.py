@@ -88,6 +88,7 @@ def validate(cfg, num_devices=None):
     _one_of(e.protocol, "eval.protocol", ("maskflow", "styleganv", "teco"))
     _check(e.num_videos >= 2, "eval.num_videos", f"got {e.num_videos}; FVD needs at least 2 videos")
 
+    _one_of(cfg.mesh.preset, "mesh.preset", ("dp", "fsdp", "fsdp_tp"))
     shape, axes = tuple(cfg.mesh.shape), tuple(cfg.mesh.axes)
     _check(len(shape) == len(axes), "mesh.shape", f"{shape} has {len(shape)} entries but mesh.axes={axes} has {len(axes)}")
     _check(sum(1 for x in shape if x == -1) <= 1, "mesh.shape", f"{shape}: at most one axis may be -1")
