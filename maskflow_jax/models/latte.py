@@ -74,6 +74,7 @@ class Latte(nn.Module):
         if self.num_actions > 0 and actions is not None:
             c = c + nn.Embed(self.num_actions, d, embedding_init=part(nn.initializers.normal(0.02), ax.VOCAB, ax.EMBED),
                              param_dtype=self.param_dtype, name="action_embed")(actions).astype(self.dtype)
+        c = nn.with_logical_constraint(c, (ax.BATCH, ax.FRAMES, ax.EMBED))
         c_spatial = c[:, :, None, :]  # (B, F, 1, D): one vector per frame, broadcast over patches
         c_temporal = c[:, None, :, :]  # (B, 1, F, D): per-frame modulation inside temporal attention
         temp_embed = jnp.asarray(sincos_1d(d, np.arange(f)), self.dtype)
@@ -95,6 +96,7 @@ class Latte(nn.Module):
         x = modulate(layer_norm(x), shift, scale)
         out = nn.Dense(p * p * v_pad, dtype=self.dtype, name="head",
                        kernel_init=part(zeros, ax.EMBED, ax.VOCAB), bias_init=part(zeros, ax.VOCAB))(x)
+        out = nn.with_logical_constraint(out, (ax.BATCH, ax.FRAMES, ax.SEQ, ax.VOCAB))
         # Unpatchify: (B, F, N, p*p*V_pad) -> (B, F, H, W, V).
         out = out.reshape(b, f, gh, gw, p, p, v_pad).transpose(0, 1, 2, 4, 3, 5, 6)
         logits = out.reshape(b, f, h, w, v_pad)[..., : self.vocab_size].astype(jnp.float32)

@@ -90,7 +90,7 @@ class Attention(nn.Module):
                              kernel_init=part(xavier_heads, ax.EMBED, ax.HEADS, ax.KV),
                              bias_init=part(zeros, ax.HEADS, ax.KV))(x)
 
-        q, k, v = proj("query"), proj("key"), proj("value")
+        q, k, v = (nn.with_logical_constraint(proj(n), (ax.BATCH, None, ax.HEADS, ax.KV)) for n in ("query", "key", "value"))
         out = jax.nn.dot_product_attention(q, k, v)  # (M, L, heads, dh); scale dh^-1/2
         out = nn.Einsum((self.heads, dh, d), "mlhk,hkd->mld", dtype=self.dtype, name="out",
                         kernel_init=part(xavier_heads_out, ax.HEADS, ax.KV, ax.EMBED),
@@ -144,6 +144,7 @@ class AdaLNBlock(nn.Module):
         d = x.shape[-1]
         mod = nn.Dense(6 * d, dtype=self.dtype, kernel_init=part(zeros, ax.EMBED, ax.MLP),
                        bias_init=part(zeros, ax.MLP), name="adaLN")(nn.silu(c))
+        mod = nn.with_logical_constraint(mod, (ax.BATCH,) + (None,) * (mod.ndim - 2) + (ax.MLP,))
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = jnp.split(mod, 6, axis=-1)
         x = x + gate_msa * Attention(self.heads, dtype=self.dtype, name="attn")(
             modulate(layer_norm(x), shift_msa, scale_msa))

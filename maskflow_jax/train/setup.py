@@ -74,8 +74,18 @@ def build_trainer(cfg, mesh):
     batch_sharding = NamedSharding(mesh, P(tuple(a for a in BATCH_AXES if a in mesh.axis_names)))
     replicated = NamedSharding(mesh, P())
 
-    init = jax.jit(lambda rng: nn.meta.unbox(init_boxed(rng)), out_shardings=state_shardings)
-    step = jax.jit(make_train_step(model, cfg, mask_id), in_shardings=(state_shardings, batch_sharding),
+    train_step = make_train_step(model, cfg, mask_id)
+
+    def init_fn(rng):
+        with nn.logical_axis_rules(rules):  # the rules must be active when the constraints are traced
+            return nn.meta.unbox(init_boxed(rng))
+
+    def step_fn(state, batch):
+        with nn.logical_axis_rules(rules):
+            return train_step(state, batch)
+
+    init = jax.jit(init_fn, out_shardings=state_shardings)
+    step = jax.jit(step_fn, in_shardings=(state_shardings, batch_sharding),
                    out_shardings=(state_shardings, replicated), donate_argnums=0)
     return Trainer(model=model, mesh=mesh, rules=rules, state_shardings=state_shardings,
                    abstract_state=abstract_state, batch_sharding=batch_sharding, init=init, step=step,

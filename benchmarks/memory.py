@@ -1,0 +1,105 @@
+"""Per-device memory of the MaskFlow train step for Latte-S/B/L/XL under dp / fsdp / fsdp_tp.
+
+    python benchmarks/memory.py [--sizes S,B,L,XL] [--frames 16] [--out benchmarks/results/memory.json]
+
+Compiles (does not run) the jitted train step on 8 fake CPU devices at the paper's token shapes
+(V = 16385, 32x32 tokens, F frames, one clip per batch shard) and reads XLA's compiled memory
+analysis per device: arguments (parameters, EMA, Adam moments, batch), temporaries (activations,
+gradients) and outputs. Then projects to a v5e-256 slice (16 GiB HBM per chip) and an 8xH100 node
+(80 GiB) from the measured parts: the sharded state divides by the FSDP size, activations scale
+with the per-device batch (one clip per device, or `--remat` for rematerialised blocks).
+"""
+import os
+
+os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+import argparse  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from configs import base  # noqa: E402
+from maskflow_jax.parallel.mesh import make_mesh  # noqa: E402
+from maskflow_jax.train.setup import build_trainer  # noqa: E402
+
+GIB = 2**30
+PRESET_SHAPES = {"dp": (8, 1, 1), "fsdp": (1, 8, 1), "fsdp_tp": (1, 4, 2)}
+TARGETS = {"v5e-256": (256, 16), "8xH100": (8, 80)}  # devices, GiB per device
+
+
+def config_for(size, preset, frames, remat):
+    cfg = base.get_base()
+    cfg.model.size = size
+    cfg.model.remat = remat
+    cfg.tokenizer.n_embed = 16384
+    cfg.tokenizer.ch_mult = (1, 2, 2, 4)
+    cfg.data.resize_to = 256
+    cfg.data.frames = frames
+    base.set_mesh_preset(cfg, preset)
+    cfg.mesh.shape = PRESET_SHAPES[preset]
+    shape = PRESET_SHAPES[preset]
+    cfg.data.batch_size = shape[0] * shape[1]  # one clip per batch shard
+    return cfg
+
+
+def measure(size, preset, frames, remat):
+    cfg = config_for(size, preset, frames, remat)
+    trainer = build_trainer(cfg, make_mesh(cfg.mesh))
+    batch = {"tokens": jax.ShapeDtypeStruct((cfg.data.batch_size, frames, 32, 32), jnp.int32,
+                                            sharding=trainer.batch_sharding)}
+    state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                         trainer.abstract_state, trainer.state_shardings)
+    start = time.perf_counter()
+    with jax.set_mesh(trainer.mesh):
+        compiled = trainer.step.lower(state, batch).compile()
+    mem = compiled.memory_analysis()
+    n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(trainer.abstract_state.params))
+    state_bytes = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(trainer.abstract_state)
+                      if hasattr(x, "shape"))
+    return {
+        "size": size, "preset": preset, "mesh": list(cfg.mesh.shape), "frames": frames, "remat": remat,
+        "params_m": n_params / 1e6, "state_gib_total": state_bytes / GIB,
+        "argument_gib": mem.argument_size_in_bytes / GIB, "temp_gib": mem.temp_size_in_bytes / GIB,
+        "output_gib": mem.output_size_in_bytes / GIB, "alias_gib": mem.alias_size_in_bytes / GIB,
+        "compile_s": time.perf_counter() - start,
+    }
+
+
+def project(row, devices):
+    """GiB per device on `devices` chips with FSDP over all of them, one clip per chip."""
+    state = row["state_gib_total"] / devices if row["preset"] != "dp" else row["state_gib_total"]
+    return state + row["temp_gib"]  # activations/gradients measured at one clip per device
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="S,B,L,XL")
+    parser.add_argument("--presets", default="dp,fsdp,fsdp_tp")
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--remat", action="store_true")
+    parser.add_argument("--out", default="benchmarks/results/memory.json")
+    args = parser.parse_args()
+    rows = []
+    header = (f"{'size':>4} {'preset':>8} {'mesh':>9} {'params M':>9} {'args GiB':>9} {'temp GiB':>9} "
+              f"{'v5e-256':>8} {'8xH100':>8} {'compile s':>9}")
+    print(header)
+    for size in args.sizes.split(","):
+        for preset in args.presets.split(","):
+            row = measure(size, preset, args.frames, args.remat)
+            for name, (devices, _) in TARGETS.items():
+                row[f"projected_gib_{name}"] = project(row, devices)
+            rows.append(row)
+            print(f"{size:>4} {preset:>8} {'x'.join(map(str, row['mesh'])):>9} {row['params_m']:9.1f} "
+                  f"{row['argument_gib']:9.3f} {row['temp_gib']:9.3f} {row['projected_gib_v5e-256']:8.2f} "
+                  f"{row['projected_gib_8xH100']:8.2f} {row['compile_s']:9.1f}", flush=True)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w", encoding="utf-8") as f:
+        json.dump({"rows": rows, "targets_gib_per_device": {k: v[1] for k, v in TARGETS.items()},
+                   "backend": jax.default_backend()}, f, indent=1)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
