@@ -55,6 +55,7 @@ def main(argv):
         config_validation.validate(cfg, num_devices=topo["global_devices"])
     except config_validation.ConfigError as err:
         sys.exit(f"invalid config: {err}")
+    runtime.check_hosts_agree("config", cfg.to_dict())
     mode, fn = resolve_mode(cfg, _MODE.value)
     logging.info("mode=%s workdir=%s", mode, _WORKDIR.value)
     fn(cfg, _WORKDIR.value)

@@ -46,3 +46,30 @@ def log_topology():
                  topo["process_index"], topo["process_count"], topo["local_devices"],
                  topo["global_devices"], topo["platform"], topo["device_kind"])
     return topo
+
+
+class HostMismatchError(RuntimeError):
+    """Processes of one job were started with different configs or data (the message says which)."""
+
+
+def check_hosts_agree(name, value):
+    """Raises HostMismatchError unless every process passes the same `value` (a JSON-able object).
+
+    Used at start-up for the config and the data description: a multi-host job whose hosts read
+    different configs or datasets would otherwise train silently on inconsistent batches.
+    """
+    if jax.process_count() == 1:
+        return
+    import hashlib
+    import json
+
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    digest = hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).digest()[:8]
+    mine = np.frombuffer(digest, np.uint32).copy()
+    every = np.asarray(multihost_utils.process_allgather(mine))
+    if not (every == mine).all():
+        differing = [i for i in range(every.shape[0]) if not (every[i] == every[0]).all()]
+        raise HostMismatchError(f"processes disagree on the {name}: process(es) {differing} differ from process 0; "
+                                f"start every host with the same command, config and data")
