@@ -14,7 +14,7 @@ from maskflow_jax import config_validation, runtime
 # mode -> "module:function(config, workdir)"; None = not built yet (the issue that builds it).
 MODES = {
     "pipeline": None,  # issue 7: maze data -> tokenizer -> denoiser -> samples -> FVD report
-    "prepare_data": "maskflow_jax.data.prepare_cli:prepare_data",
+    "prepare_data": "maskflow_jax.data.pipeline:prepare_data",
     "train_tokenizer": None,  # issue 3
     "tokenize": None,  # issue 3
     "train": "maskflow_jax.train.loop:train_and_evaluate",
