@@ -13,7 +13,8 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from maskflow_jax.config_validation import token_grid
+from maskflow_jax.config_validation import ConfigError, token_grid
+from maskflow_jax.parallel.mesh import batch_shards
 from maskflow_jax.models.latte import make_denoiser
 from maskflow_jax.train.optimizer import make_optimizer
 from maskflow_jax.train.state import TrainState
@@ -53,6 +54,11 @@ def build_trainer(cfg, mesh):
     """Builds the model, the shardings and the jitted init/step for `mesh` (under the config's rules)."""
     vocab_size, mask_id = vocab(cfg)
     grid = token_grid(cfg)
+    shards = batch_shards(mesh)
+    if cfg.data.batch_size % (shards * cfg.train.grad_accum):
+        raise ConfigError(f"config.data.batch_size={cfg.data.batch_size} does not split over the {shards} devices of the "
+                          f"mesh's batch axes (x train.grad_accum={cfg.train.grad_accum} microbatches); "
+                          f"use a multiple of {shards * cfg.train.grad_accum}")
     model = make_denoiser(cfg.model, vocab_size=vocab_size, frames=cfg.data.frames, grid=grid)
     tx = make_optimizer(cfg.train)
     rules = rules_from_config(cfg.mesh)
