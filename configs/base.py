@@ -239,3 +239,18 @@ def set_mesh_preset(c, preset, tensor=2):
     c.mesh.preset = preset
     c.mesh.shape = shape
     c.mesh.rules = rules
+
+
+def set_vqf8_tokenizer(c):
+    """The paper's LDM/SD vq-f8 tokenizer (../shared/VQF8.md): 256x256 -> 32x32 tokens, 16384 codes.
+
+    Load its converted weights with --config.tokenizer.init_from=DIR
+    (python -m maskflow_jax.tokenizer.convert_ldm --ckpt vq-f8.ckpt --out DIR).
+    """
+    c.tokenizer.ch = 128
+    c.tokenizer.ch_mult = (1, 2, 2, 4)
+    c.tokenizer.num_res_blocks = 2
+    c.tokenizer.attn_resolutions = (32,)
+    c.tokenizer.z_channels = 4
+    c.tokenizer.embed_dim = 4
+    c.tokenizer.n_embed = 16384

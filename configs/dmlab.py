@@ -24,14 +24,7 @@ def get_config(arg=None):
     c.data.batch_size = 12
     c.data.use_actions = False
 
-    # LDM/SD vq-f8 (../shared/VQF8.md): 256x256 -> 32x32 tokens, 16384 codes.
-    c.tokenizer.ch = 128
-    c.tokenizer.ch_mult = (1, 2, 2, 4)
-    c.tokenizer.num_res_blocks = 2
-    c.tokenizer.attn_resolutions = (32,)
-    c.tokenizer.z_channels = 4
-    c.tokenizer.embed_dim = 4
-    c.tokenizer.n_embed = 16384
+    base.set_vqf8_tokenizer(c)
 
     c.model.size = "B"
     c.model.dtype = "bfloat16"
