@@ -1,0 +1,93 @@
+"""Chunk-wise rollout: exact lengths, pinned NFE of the presets, context kept, one compilation."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from factories import tiny_config
+
+from maskflow_jax.sampling import rollout as ro
+
+V, MASK = 9, 8
+
+
+def copy_last_context(tokens, t):
+    """A fake model predicting frame f as (last fully known frame + (f - its index)) mod 8: a counter."""
+    known = tokens != MASK
+    frames_known = jnp.all(known, axis=(2, 3))
+    last = jnp.max(jnp.where(frames_known, jnp.arange(tokens.shape[1]), -1), axis=1)
+    ref = jnp.take_along_axis(tokens, jnp.maximum(last, 0)[:, None, None, None], axis=1)
+    offset = (jnp.arange(tokens.shape[1])[None, :] - last[:, None])[:, :, None, None]
+    target = (ref + offset) % 8
+    return jnp.where(jnp.arange(V) == target[..., None], 20.0, 0.0)
+
+
+@pytest.mark.parametrize("window,context,stride,lengths,nfe", [
+    (16, 2, 14, (32, 80, 160), (60, 120, 240)),
+    (16, 15, 1, (32, 80, 160), (340, 1300, 2900)),
+    (36, 35, 1, (72, 180), (740, 2900)),
+])
+def test_preset_nfe_pinned(window, context, stride, lengths, nfe):
+    for length, expected in zip(lengths, nfe):
+        plan = ro.rollout_plan(length, window, context, stride)
+        assert 20 * len(plan) == expected
+        assert context + sum(c.keep for c in plan) == length
+
+
+def test_presets_table():
+    assert ro.PRESETS["ffs_chunk"] == {"window": 16, "context": 2, "stride": 14, "steps": 20}
+    assert ro.PRESETS["dmlab_ar"]["context"] == 35
+
+
+def test_plan_errors_name_the_field():
+    with pytest.raises(ValueError, match="config.sampling.stride"):
+        ro.rollout_plan(40, 16, 2, 15)
+    with pytest.raises(ValueError, match="config.sampling.context"):
+        ro.rollout_plan(40, 16, 16, 1)
+    with pytest.raises(ValueError, match="config.sampling.context >= 1"):
+        ro.rollout_plan(40, 16, 0, 16)
+
+
+def _chunk_fn():
+    cfg = tiny_config()
+    cfg.sampling.steps = 4
+    sampler = ro.make_sampler(cfg.sampling, MASK)
+    return ro.make_chunk_fn(sampler, copy_last_context)
+
+
+def test_rollout_returns_exactly_L_frames_with_one_compilation():
+    window, m, s = 4, 1, 2
+    chunk_fn = _chunk_fn()
+    context = np.random.default_rng(0).integers(0, 8, size=(2, m, 2, 2)).astype(np.int32)
+    for length in (window, window + 1, 2 * window, 10 * window):
+        streamed = []
+        tokens, info = ro.rollout(jax.random.key(0), chunk_fn, context, length=length, window=window, context=m,
+                                  stride=s, mask_id=MASK, callback=lambda i, new: streamed.append(new))
+        assert tokens.shape == (2, length, 2, 2) and not (tokens == MASK).any()
+        np.testing.assert_array_equal(tokens[:, :m], context)
+        assert info["chunks"] == len(ro.rollout_plan(length, window, m, s)) and info["nfe"] == 4 * info["chunks"]
+        np.testing.assert_array_equal(np.concatenate(streamed, axis=1), tokens[:, m:])
+        # The fake model continues the sequence: frame k = context + k (mod 8).
+        expected = (context[:, :1] + np.arange(length)[None, :, None, None]) % 8
+        np.testing.assert_array_equal(tokens, expected)
+    assert chunk_fn._cache_size() == 1
+
+
+def test_full_sequence_from_nothing():
+    chunk_fn = _chunk_fn()
+    tokens, info = ro.rollout(jax.random.key(0), chunk_fn, None, length=4, window=4, context=0, stride=4,
+                              mask_id=MASK, grid=(2, 2), batch=3)
+    assert tokens.shape == (3, 4, 2, 2) and info["chunks"] == 1 and not (tokens == MASK).any()
+    with pytest.raises(ValueError, match="context_tokens"):
+        ro.rollout(jax.random.key(0), chunk_fn, np.zeros((3, 2, 2, 2), np.int32), length=8, window=4, context=1,
+                   stride=1, mask_id=MASK)
+
+
+def test_fm_sampler_through_config():
+    cfg = tiny_config()
+    cfg.sampling.sampler, cfg.sampling.steps = "fm", 5
+    chunk_fn = ro.make_chunk_fn(ro.make_sampler(cfg.sampling, MASK), copy_last_context)
+    context = np.zeros((1, 1, 2, 2), np.int32)
+    tokens, info = ro.rollout(jax.random.key(0), chunk_fn, context, length=6, window=4, context=1, stride=3,
+                              mask_id=MASK)
+    assert tokens.shape == (1, 6, 2, 2) and info["nfe"] == 5 * 2
+    np.testing.assert_array_equal(tokens[0, :, 0, 0], np.arange(6) % 8)
