@@ -15,13 +15,13 @@ from maskflow_jax import config_validation, runtime
 MODES = {
     "pipeline": None,  # issue 7: maze data -> tokenizer -> denoiser -> samples -> FVD report
     "prepare_data": "maskflow_jax.data.pipeline:prepare_data",
-    "train_tokenizer": None,  # issue 3
-    "tokenize": None,  # issue 3
+    "train_tokenizer": "maskflow_jax.tokenizer.train:train_tokenizer",
+    "tokenize": "maskflow_jax.data.tokens:tokenize_dataset",
     "train": "maskflow_jax.train.loop:train_and_evaluate",
     "sample": None,  # issue 5
     "eval": None,  # issue 6
 }
-NOT_BUILT = {"pipeline": 7, "train_tokenizer": 3, "tokenize": 3, "sample": 5, "eval": 6}
+NOT_BUILT = {"pipeline": 7, "sample": 5, "eval": 6}
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:variant], e.g. configs/maze.py:runlocal",
                                           lock_config=True)

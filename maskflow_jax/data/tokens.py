@@ -112,3 +112,16 @@ def make_token_iterator(cfg, workdir, split=None):
     # Token clips (T, h, w) are never resized: the pipeline resizes only (T, H, W, 3) pixels.
     inner = pipeline.make_train_iterator(cfg.data, split, seed=cfg.seed, prepared_dir=out)
     return TokenClips(inner, cfg.data.use_actions)
+
+
+def tokenize_dataset(cfg, workdir):
+    """`--mode=tokenize`: prepares the pixel splits if needed, then caches tokens of the train and
+    eval splits with the run's tokenizer (trained, or imported via tokenizer.init_from)."""
+    from maskflow_jax.tokenizer.train import load_tokenizer  # noqa: PLC0415 - heavy, mode-specific
+
+    pipeline.prepare_data(cfg, workdir)
+    tok = load_tokenizer(cfg, workdir)
+    metas = {split: tokenize_split(cfg, workdir, split, tok.encode)
+             for split in (cfg.data.train_split, cfg.data.eval_split)}
+    counts = {split: meta["count"] for split, meta in metas.items()}
+    return {"summary": f"tokens of {counts} videos in {token_dir(cfg, workdir)}", "counts": counts}

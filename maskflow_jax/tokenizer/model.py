@@ -1,0 +1,166 @@
+"""The LDM/taming VQGAN encoder/decoder family in Flax (NHWC), layer for layer as ../shared/VQF8.md.
+
+Module names follow the PyTorch state_dict (`down_0_block_1` for `down.0.block.1`, `mid_attn_1`
+for `mid.attn_1`, ...) so `convert_ldm` maps keys mechanically. Shapes: images x (N, H, W, 3) in
+[-1, 1]; latents (N, h, w, embed_dim) with h = H / 2^(len(ch_mult) - 1); token ids (N, h, w).
+"""
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from maskflow_jax.tokenizer.quantizer import VectorQuantizer
+
+
+def norm(name):
+    return nn.GroupNorm(num_groups=32, epsilon=1e-6, name=name)
+
+
+class ResnetBlock(nn.Module):
+    out_ch: int
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.Conv(self.out_ch, (3, 3), padding=1, name="conv1")(nn.silu(norm("norm1")(x)))
+        h = nn.Conv(self.out_ch, (3, 3), padding=1, name="conv2")(nn.silu(norm("norm2")(h)))
+        if x.shape[-1] != self.out_ch:
+            x = nn.Conv(self.out_ch, (1, 1), name="nin_shortcut")(x)
+        return x + h
+
+
+class AttnBlock(nn.Module):
+    """Single-head self-attention over the H*W positions, width C (scale C^-1/2)."""
+
+    @nn.compact
+    def __call__(self, x):
+        n, h, w, c = x.shape
+        y = norm("norm")(x)
+        q, k, v = (nn.Conv(c, (1, 1), name=name)(y).reshape(n, h * w, 1, c) for name in ("q", "k", "v"))
+        o = jax.nn.dot_product_attention(q, k, v).reshape(n, h, w, c)
+        return x + nn.Conv(c, (1, 1), name="proj_out")(o)
+
+
+class Downsample(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        # PyTorch pads only bottom/right by one pixel before a stride-2 valid conv.
+        return nn.Conv(x.shape[-1], (3, 3), strides=(2, 2), padding=((0, 1), (0, 1)), name="conv")(x)
+
+
+class Upsample(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)  # nearest neighbour x2
+        return nn.Conv(x.shape[-1], (3, 3), padding=1, name="conv")(x)
+
+
+class Encoder(nn.Module):
+    ch: int
+    ch_mult: Sequence[int]
+    num_res_blocks: int
+    attn_resolutions: Sequence[int]
+    z_channels: int
+    resolution: int
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.Conv(self.ch, (3, 3), padding=1, name="conv_in")(x)
+        res = self.resolution
+        for i, mult in enumerate(self.ch_mult):
+            for j in range(self.num_res_blocks):
+                h = ResnetBlock(self.ch * mult, name=f"down_{i}_block_{j}")(h)
+                if res in self.attn_resolutions:
+                    h = AttnBlock(name=f"down_{i}_attn_{j}")(h)
+            if i != len(self.ch_mult) - 1:
+                h = Downsample(name=f"down_{i}_downsample")(h)
+                res //= 2
+        c = h.shape[-1]
+        h = ResnetBlock(c, name="mid_block_1")(h)
+        h = AttnBlock(name="mid_attn_1")(h)
+        h = ResnetBlock(c, name="mid_block_2")(h)
+        return nn.Conv(self.z_channels, (3, 3), padding=1, name="conv_out")(nn.silu(norm("norm_out")(h)))
+
+
+class Decoder(nn.Module):
+    ch: int
+    ch_mult: Sequence[int]
+    num_res_blocks: int
+    attn_resolutions: Sequence[int]
+    resolution: int
+
+    @nn.compact
+    def __call__(self, z):
+        levels = len(self.ch_mult)
+        res = self.resolution // 2 ** (levels - 1)
+        c = self.ch * self.ch_mult[-1]
+        h = nn.Conv(c, (3, 3), padding=1, name="conv_in")(z)
+        h = ResnetBlock(c, name="mid_block_1")(h)
+        h = AttnBlock(name="mid_attn_1")(h)
+        h = ResnetBlock(c, name="mid_block_2")(h)
+        for i in reversed(range(levels)):  # lowest resolution first; stored under the level index
+            for j in range(self.num_res_blocks + 1):
+                h = ResnetBlock(self.ch * self.ch_mult[i], name=f"up_{i}_block_{j}")(h)
+                if res in self.attn_resolutions:
+                    h = AttnBlock(name=f"up_{i}_attn_{j}")(h)
+            if i != 0:
+                h = Upsample(name=f"up_{i}_upsample")(h)
+                res *= 2
+        return nn.Conv(3, (3, 3), padding=1, name="conv_out")(nn.silu(norm("norm_out")(h)))
+
+
+class VQModel(nn.Module):
+    """Encoder -> quant_conv -> VectorQuantizer -> post_quant_conv -> Decoder (SPEC §5)."""
+
+    ch: int
+    ch_mult: Sequence[int]
+    num_res_blocks: int
+    attn_resolutions: Sequence[int]
+    z_channels: int
+    embed_dim: int
+    n_embed: int
+    resolution: int
+    beta: float = 0.25
+    l2_normalize: bool = False
+
+    def setup(self):
+        self.encoder = Encoder(self.ch, self.ch_mult, self.num_res_blocks, self.attn_resolutions, self.z_channels,
+                               self.resolution)
+        self.quant_conv = nn.Conv(self.embed_dim, (1, 1))
+        self.quantize = VectorQuantizer(self.n_embed, self.embed_dim, beta=self.beta, l2_normalize=self.l2_normalize)
+        self.post_quant_conv = nn.Conv(self.z_channels, (1, 1))
+        self.decoder = Decoder(self.ch, self.ch_mult, self.num_res_blocks, self.attn_resolutions, self.resolution)
+
+    def encode_latents(self, x):
+        """x (N, H, W, 3) in [-1, 1] -> pre-quantization latents (N, h, w, embed_dim)."""
+        return self.quant_conv(self.encoder(x))
+
+    def encode(self, x):
+        """x (N, H, W, 3) -> token ids (N, h, w) int32."""
+        return self.quantize.lookup(self.encode_latents(x))
+
+    def decode_codes(self, z_q):
+        return self.decoder(self.post_quant_conv(z_q))
+
+    def decode(self, ids):
+        """token ids (N, h, w) -> images (N, H, W, 3), not clamped."""
+        return self.decode_codes(self.quantize.embed(ids))
+
+    def __call__(self, x):
+        """Training forward: (reconstruction, aux dict with losses, ids, latents)."""
+        z = self.encode_latents(x)
+        z_q, ids, losses = self.quantize(z)
+        return self.decode_codes(z_q), {"ids": ids, "latents": z, **losses}
+
+
+def make_vq_model(tok_cfg, resolution):
+    """VQModel from config.tokenizer for frames of `resolution` pixels (the attention rule uses it)."""
+    if len(tok_cfg.ch_mult) < 1:
+        raise ValueError("config.tokenizer.ch_mult must have at least one level")
+    for c in (tok_cfg.ch * m for m in tok_cfg.ch_mult):
+        if c % 32:
+            raise ValueError(f"config.tokenizer.ch x ch_mult gives {c} channels, not divisible by the 32 GroupNorm groups")
+    return VQModel(ch=tok_cfg.ch, ch_mult=tuple(tok_cfg.ch_mult), num_res_blocks=tok_cfg.num_res_blocks,
+                   attn_resolutions=tuple(tok_cfg.attn_resolutions), z_channels=tok_cfg.z_channels,
+                   embed_dim=tok_cfg.embed_dim, n_embed=tok_cfg.n_embed, resolution=resolution, beta=tok_cfg.beta,
+                   l2_normalize=bool(tok_cfg.l2_normalize))

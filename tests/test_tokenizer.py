@@ -1,0 +1,125 @@
+"""VQ tokenizer: architecture (vq-f8 sizes), quantizer invariants, video API, training, checkpoints."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from factories import tiny_config
+
+from configs import dmlab
+from maskflow_jax.data import maze, pipeline
+from maskflow_jax.parallel.mesh import make_mesh
+from maskflow_jax.tokenizer import train as tok_train
+from maskflow_jax.tokenizer.api import Tokenizer
+from maskflow_jax.tokenizer.model import make_vq_model
+from maskflow_jax.tokenizer.quantizer import VectorQuantizer, code_usage, restart_dead_codes
+
+
+def small_tok_cfg(res=16):
+    cfg = tiny_config()
+    cfg.data.resize_to = res
+    t = cfg.tokenizer
+    t.ch, t.ch_mult, t.num_res_blocks, t.z_channels, t.embed_dim, t.n_embed = 32, (1, 2), 1, 8, 8, 64
+    t.train.lr, t.train.batch_size, t.train.log_every = 2e-3, 16, 1000
+    return cfg
+
+
+def test_vqf8_architecture_matches_the_checkpoint_sizes():
+    model = make_vq_model(dmlab.get_config().tokenizer, 256)
+    params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 256, 256, 3))))["params"]
+    count = lambda t: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(t))  # noqa: E731
+    assert count(params["encoder"]) == 27_397_764 and count(params["decoder"]) == 40_253_955
+    assert count(params) == 67_717_295  # VQF8.md §3.5
+    assert params["quantize"]["embedding"].shape == (16384, 4)
+    assert "down_3_attn_1" in params["encoder"] and "up_3_attn_2" in params["decoder"]
+    assert "down_3_downsample" not in params["encoder"] and "up_0_upsample" not in params["decoder"]
+
+
+def test_quantizer_invariants():
+    q = VectorQuantizer(n_embed=5, embed_dim=2, beta=0.25)
+    z = jax.random.normal(jax.random.key(0), (3, 4, 2))
+    variables = q.init(jax.random.key(1), z)
+    z_st, ids, losses = q.apply(variables, z)
+    e = np.asarray(variables["params"]["embedding"])
+    d = ((np.asarray(z)[..., None, :] - e) ** 2).sum(-1)
+    np.testing.assert_array_equal(ids, d.argmin(-1))
+    assert ids.min() >= 0 and ids.max() < 5
+    np.testing.assert_allclose(z_st, e[np.asarray(ids)], atol=1e-6)
+    expected = np.mean((e[np.asarray(ids)] - np.asarray(z)) ** 2)
+    assert float(losses["commit_loss"]) == pytest.approx(expected, rel=1e-5)
+    assert float(losses["codebook_loss"]) == pytest.approx(0.25 * expected, rel=1e-5)
+    # Straight-through: the gradient of the output reaches the input unchanged.
+    g = jax.grad(lambda x: jnp.sum(q.apply(variables, x)[0] * 3.0))(z)
+    np.testing.assert_allclose(g, 3.0 * np.ones_like(z))
+
+
+def test_dead_code_restart_and_usage():
+    emb = jnp.zeros((4, 2))
+    usage = jnp.array([5.0, 0.0, 3.0, 0.0])
+    latents = jnp.arange(12.0).reshape(6, 2) + 1
+    new, n = restart_dead_codes(emb, usage, latents, jax.random.key(0))
+    assert int(n) == 2
+    np.testing.assert_array_equal(new[0], emb[0])
+    assert float(jnp.abs(new[1]).min()) > 0.5 and float(jnp.abs(new[3]).min()) > 0.5
+    counts, used, perplexity = code_usage(jnp.array([0, 0, 1, 1]), 4)
+    assert counts.tolist() == [2, 2, 0, 0] and float(used) == 0.5 and float(perplexity) == pytest.approx(2.0)
+
+
+def test_video_api_shapes_ranges_and_errors():
+    cfg = small_tok_cfg()
+    model = make_vq_model(cfg.tokenizer, 16)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"]
+    tok = Tokenizer(cfg.tokenizer, params, 16, chunk=4)
+    video = np.random.default_rng(0).integers(0, 256, (2, 3, 16, 16, 3)).astype(np.uint8)
+    ids = tok.encode(video)
+    assert ids.shape == (2, 3, 8, 8) and ids.dtype == np.int32 and 0 <= ids.min() and ids.max() < 64
+    frames = tok.decode(ids)
+    assert frames.shape == video.shape and frames.dtype == np.uint8
+    with_mask = ids.copy()
+    with_mask[0, 0, 0, 0] = 64  # MASK decodes as code 0
+    zero = ids.copy()
+    zero[0, 0, 0, 0] = 0
+    np.testing.assert_array_equal(tok.decode(with_mask), tok.decode(zero))
+    with pytest.raises(ValueError, match=r"token ids must lie in \[0, 64\]"):
+        tok.decode(ids + 65)
+    with pytest.raises(ValueError, match="config.data.resize_to"):
+        tok.encode(np.zeros((1, 1, 32, 32, 3), np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        tok.encode(video.astype(np.float32))
+
+
+def test_training_reaches_psnr_and_beats_untrained():
+    cfg = small_tok_cfg()
+    video, _ = maze.generate_trajectories(5, 4, 24)
+    frames = pipeline.resize_video(video.reshape(-1, 64, 64, 3), 16)
+    held_out = pipeline.resize_video(maze.generate_trajectories(6, 1, 16)[0][0], 16)
+    _, init, step = tok_train.make_tokenizer_trainer(cfg.tokenizer, 16)
+    step = jax.jit(step)
+    state = jax.jit(init)(jax.random.key(0))
+
+    def heldout_psnr(params):
+        tok = Tokenizer(cfg.tokenizer, params, 16)
+        recon = tok.decode(tok.encode(held_out))
+        return 10 * np.log10(1.0 / np.mean(((recon.astype(float) - held_out) / 255.0) ** 2))
+
+    untrained = heldout_psnr(state.ema_params)
+    rng = np.random.default_rng(0)
+    for _ in range(120):
+        state, metrics = step(state, jnp.asarray(frames[rng.integers(0, len(frames), 16)]))
+    trained = heldout_psnr(state.ema_params)
+    assert untrained < 14.0, untrained
+    assert trained > 18.0 and trained > untrained + 5, (untrained, trained)
+    assert np.isfinite(float(metrics["loss"])) and float(metrics["code_usage"]) > 0.1
+
+
+@pytest.mark.slow
+def test_train_tokenizer_mode_end_to_end(tmp_path):
+    cfg = small_tok_cfg(32)
+    cfg.tokenizer.train.steps, cfg.tokenizer.train.ckpt_every, cfg.tokenizer.train.image_every = 20, 10, 10
+    cfg.data.maze.num_train, cfg.data.maze.num_test, cfg.data.maze.length = 8, 2, 8
+    pipeline.prepare_data(cfg, str(tmp_path))
+    cfg.mesh.shape = (2, 1, 1)
+    summary = tok_train.train_tokenizer(cfg, str(tmp_path), mesh=make_mesh(cfg.mesh, devices=jax.devices()[:2]))
+    assert summary["heldout_psnr"] > 5 and 0 < summary["code_usage"] <= 1
+    tok = tok_train.load_tokenizer(cfg, str(tmp_path))
+    assert tok.encode(np.zeros((1, 32, 32, 3), np.uint8)).shape == (1, 16, 16)
+    assert (tmp_path / "tokenizer" / "recon_000010.png").exists()
