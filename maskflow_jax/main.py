@@ -18,10 +18,10 @@ MODES = {
     "train_tokenizer": "maskflow_jax.tokenizer.train:train_tokenizer",
     "tokenize": "maskflow_jax.data.tokens:tokenize_dataset",
     "train": "maskflow_jax.train.loop:train_and_evaluate",
-    "sample": None,  # issue 5
+    "sample": "maskflow_jax.inference:sample_mode",
     "eval": None,  # issue 6
 }
-NOT_BUILT = {"pipeline": 7, "sample": 5, "eval": 6}
+NOT_BUILT = {"pipeline": 7, "eval": 6}
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:variant], e.g. configs/maze.py:runlocal",
                                           lock_config=True)

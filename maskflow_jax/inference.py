@@ -1,0 +1,180 @@
+"""Notebook API: load a trained run and generate long videos.
+
+    from maskflow_jax import inference
+    run = inference.load_run("runs/maze")                  # tokenizer + denoiser (EMA weights)
+    video, info = run.generate(jax.random.key(0), num_frames=160, batch_size=2)   # uint8 (B, L, H, W, 3)
+    inference.save_gif("maze.gif", video[0]); inference.save_frame_grid("maze.png", video[0])
+
+`--mode=sample` calls `sample_mode`, which conditions on held-out videos and writes GIFs and a frame
+grid to `<workdir>/samples/`.
+"""
+import dataclasses
+import json
+import os
+from typing import Any, Callable, Optional
+
+import jax
+import ml_collections
+import numpy as np
+
+from maskflow_jax import checkpoint
+from maskflow_jax.sampling import rollout as ro
+from maskflow_jax.train.setup import build_trainer
+
+def _one_device_config(cfg):
+    cfg = ml_collections.ConfigDict(cfg.to_dict() if hasattr(cfg, "to_dict") else cfg)
+    cfg.mesh.shape = (1, 1, 1)
+    return cfg
+
+
+def load_denoiser(cfg, workdir, use_ema=True, step=None):
+    """(model, params, step) of the run's latest denoiser checkpoint on one device."""
+    cfg = _one_device_config(cfg)
+    from maskflow_jax.parallel.mesh import make_mesh  # noqa: PLC0415
+
+    trainer = build_trainer(cfg, make_mesh(cfg.mesh, devices=jax.local_devices()[:1]))
+    manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"))
+    try:
+        restored = checkpoint.restore_latest(manager, checkpoint.abstract_target(trainer.abstract_state,
+                                                                                 trainer.state_shardings))
+    finally:
+        manager.close()
+    if restored is None:
+        raise FileNotFoundError(f"no denoiser checkpoint in {workdir}/checkpoints: train first (--mode=train)")
+    state = restored[1]
+    return trainer.model, (state.ema_params if use_ema else state.params), int(state.step)
+
+
+def saved_config(workdir):
+    """The config a run was trained with (from its newest checkpoint's metadata)."""
+    ckpt = os.path.join(workdir, "checkpoints")
+    steps = sorted((int(d) for d in os.listdir(ckpt) if d.isdigit()), reverse=True) if os.path.isdir(ckpt) else []
+    for step in steps:
+        path = os.path.join(ckpt, str(step), "meta", "metadata")
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                return ml_collections.ConfigDict(json.load(f)["config"])
+    raise FileNotFoundError(f"no checkpoint metadata under {ckpt}")
+
+
+@dataclasses.dataclass
+class Run:
+    """A loaded run: tokenizer + denoiser parameters + config; generate() returns uint8 videos."""
+
+    cfg: Any
+    tokenizer: Any
+    model: Any
+    params: Any
+    step: int
+    _chunk_fns: dict = dataclasses.field(default_factory=dict)
+
+    def logits_fn(self) -> Callable:
+        model, params = self.model, self.params
+        return lambda tokens, t: model.apply({"params": params}, tokens, t)
+
+    def chunk_fn(self, sampler=None, steps=None):
+        key = (sampler or self.cfg.sampling.sampler, steps or self.cfg.sampling.steps)
+        if key not in self._chunk_fns:
+            s = ml_collections.ConfigDict(self.cfg.sampling.to_dict())
+            s.sampler, s.steps = key
+            fn = ro.make_sampler(s, mask_id=self.cfg.tokenizer.n_embed, kappa_name=self.cfg.flow.kappa)
+            self._chunk_fns[key] = ro.make_chunk_fn(fn, self.logits_fn())
+        return self._chunk_fns[key]
+
+    def generate(self, rng, context_video=None, context_tokens=None, num_frames=None, context=None, stride=None,
+                 sampler=None, steps=None, batch_size=None, callback: Optional[Callable] = None, decode=True):
+        """Generates num_frames (L) frames from `context` (m) given frames.
+
+        context_video: uint8 (B, >= m, H, W, 3) pixels (tokenized here), or context_tokens
+        (B, >= m, h, w); with neither, m must be 0 (one window from nothing, L <= T_w).
+        callback(chunk_index, new_tokens (B, k, h, w)) streams chunks. Returns (video uint8
+        (B, L, H, W, 3) or tokens if decode=False, info {"nfe", "chunks", "seconds", "tokens"}).
+        """
+        s = self.cfg.sampling
+        m = s.context if context is None else context
+        stride = s.stride if stride is None else stride
+        num_frames = num_frames or s.horizon
+        if context_video is not None:
+            context_tokens = self.tokenizer.encode(np.asarray(context_video)[:, :m])
+        if context_tokens is not None:
+            context_tokens = np.asarray(context_tokens)[:, :m]
+        elif m:
+            raise ValueError(f"context={m} frames requested: pass context_video or context_tokens (or context=0)")
+        batch = context_tokens.shape[0] if context_tokens is not None else (batch_size or s.batch_size)
+        tokens, info = ro.rollout(rng, self.chunk_fn(sampler, steps), context_tokens, length=num_frames,
+                                  window=self.cfg.data.frames, context=m, stride=stride,
+                                  mask_id=self.cfg.tokenizer.n_embed, grid=self.tokenizer.grid, batch=batch,
+                                  callback=callback)
+        info["tokens"] = tokens
+        return (self.tokenizer.decode(tokens) if decode else tokens), info
+
+
+def load_run(workdir, cfg=None, use_ema=True):
+    """Loads a trained run (config from its checkpoint unless given; EMA weights by default)."""
+    from maskflow_jax.tokenizer.train import load_tokenizer  # noqa: PLC0415
+
+    cfg = cfg if cfg is not None else saved_config(workdir)
+    model, params, step = load_denoiser(cfg, workdir, use_ema=use_ema)
+    return Run(cfg=cfg, tokenizer=load_tokenizer(cfg, workdir), model=model, params=params, step=step)
+
+
+def save_gif(path, video, fps=8):
+    """video uint8 (T, H, W, 3) -> animated GIF."""
+    from PIL import Image  # noqa: PLC0415
+
+    frames = [Image.fromarray(np.asarray(f)) for f in video]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
+
+
+def save_mp4(path, video, fps=8):
+    """video uint8 (T, H, W, 3) -> H.264/MPEG-4 file (needs the [video] extra, PyAV)."""
+    import av  # noqa: PLC0415
+
+    with av.open(path, "w") as out:
+        stream = out.add_stream("mpeg4", rate=fps)
+        stream.height, stream.width = video.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        for frame in video:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.asarray(frame), format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def save_frame_grid(path, video, every=1, columns=16):
+    """video uint8 (T, H, W, 3) -> one PNG of every `every`-th frame in rows of `columns`."""
+    from PIL import Image  # noqa: PLC0415
+
+    frames = np.asarray(video)[::every]
+    pad = (-len(frames)) % columns
+    if pad:
+        frames = np.concatenate([frames, np.zeros((pad,) + frames.shape[1:], frames.dtype)])
+    rows = [np.concatenate(list(frames[i:i + columns]), axis=1) for i in range(0, len(frames), columns)]
+    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+
+
+def sample_mode(cfg, workdir):
+    """`--mode=sample`: continue held-out videos to sampling.horizon frames; GIFs + grid in <workdir>/samples."""
+    from maskflow_jax.data import records, tokens  # noqa: PLC0415
+
+    run = load_run(workdir, cfg=cfg, use_ema=cfg.sampling.use_ema)
+    src = records.RecordSource(tokens.token_dir(cfg, workdir), cfg.data.eval_split)
+    b, m = cfg.sampling.batch_size, cfg.sampling.context
+    if min(src.meta["lengths"]) < m:
+        raise ValueError(f"held-out videos have {min(src.meta['lengths'])} frames, fewer than the context m={m}")
+    ctx = np.stack([np.asarray(src[i % len(src)]["video"])[:m] for i in range(b)])
+    out = os.path.join(workdir, "samples")
+    os.makedirs(out, exist_ok=True)
+    video, info = run.generate(jax.random.key(cfg.seed), context_tokens=ctx, num_frames=cfg.sampling.horizon)
+    for i in range(len(video)):
+        save_gif(os.path.join(out, f"sample_{i}.gif"), video[i])
+    save_frame_grid(os.path.join(out, "grid.png"), video[0], every=max(1, len(video[0]) // 32))
+    per_frame = info["seconds"] / max(1, (cfg.sampling.horizon - m) * len(video))
+    summary = {"nfe": info["nfe"], "chunks": info["chunks"], "seconds": info["seconds"],
+               "seconds_per_frame": per_frame, "frames": int(video.shape[1]), "videos": int(len(video)),
+               "summary": f"{len(video)} videos of {video.shape[1]} frames, {info['nfe']} NFE, "
+                          f"{per_frame:.3f} s per generated frame -> {out}"}
+    with open(os.path.join(out, "info.json"), "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=1)
+    print(summary["summary"])
+    return summary
