@@ -14,7 +14,8 @@ from maskflow_jax.tokenizer.quantizer import VectorQuantizer
 
 
 def norm(name):
-    return nn.GroupNorm(num_groups=32, epsilon=1e-6, name=name)
+    # Two-pass variance like torch (VQF8.md §7): the fast E[x^2] - E[x]^2 form loses precision.
+    return nn.GroupNorm(num_groups=32, epsilon=1e-6, use_fast_variance=False, name=name)
 
 
 class ResnetBlock(nn.Module):

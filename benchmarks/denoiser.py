@@ -1,0 +1,85 @@
+"""One forward (= 1 NFE) and one training step of the discrete Latte denoiser on this machine.
+
+    python benchmarks/denoiser.py [--repeats 5] [--skip-dmlab]
+
+Latte-S/2 at V = 1025, a 16x16 token grid, F = 16, batch 1 and 2 (fp32): forward and
+fwd+bwd+AdamW step; and one forward at the paper's DMLab shape (Latte-B/2, V = 16385, 32x32,
+F = 36, batch 1). Prints median seconds, analytic GFLOP per call (train step = 3x forward),
+GFLOP/s and the fraction of the fp32 matmul peak measured in the same run.
+"""
+import argparse
+import sys
+
+import jax
+import jax.numpy as jnp
+
+sys.path.insert(0, ".")
+from benchmarks.common import latte_forward_gflop, matmul_peak_gflops, timeit, write_json  # noqa: E402
+from configs import base  # noqa: E402
+from maskflow_jax.models.latte import resolve_size  # noqa: E402
+from maskflow_jax.parallel.mesh import make_mesh  # noqa: E402
+from maskflow_jax.train.setup import build_trainer  # noqa: E402
+
+
+def config(size, vocab, grid, frames, batch):
+    cfg = base.get_base()
+    cfg.model.size = size
+    cfg.tokenizer.n_embed = vocab - 1
+    cfg.tokenizer.ch_mult = (1, 2)
+    cfg.data.resize_to = grid * 2
+    cfg.data.frames = frames
+    cfg.data.batch_size = batch
+    cfg.mesh.shape = (1, 1, 1)
+    return cfg
+
+
+def bench(size, vocab, grid, frames, batch, repeats, train=True):
+    cfg = config(size, vocab, grid, frames, batch)
+    trainer = build_trainer(cfg, make_mesh(cfg.mesh, devices=jax.devices()[:1]))
+    spec = resolve_size(cfg.model)
+    tokens = jax.random.randint(jax.random.key(1), (batch, frames, grid, grid), 0, vocab - 1)
+    t = jax.random.uniform(jax.random.key(2), (batch, frames))
+    rows = []
+    with jax.set_mesh(trainer.mesh):
+        state = trainer.init(jax.random.key(0))
+        fwd = jax.jit(lambda p, x, s: trainer.model.apply({"params": p}, x, s))
+        gflop = latte_forward_gflop(batch, frames, grid, spec.hidden, spec.depth, vocab)
+        sec = timeit(fwd, state.params, tokens, t, repeats=repeats)
+        rows.append({"what": "forward", "size": size, "V": vocab, "grid": grid, "F": frames, "B": batch,
+                     "seconds": sec, "gflop": gflop, "gflops": gflop / sec})
+        if train:
+            batch_in = {"tokens": jax.device_put(tokens, trainer.batch_sharding)}
+            holder = {"s": state}
+
+            def step():
+                holder["s"], m = trainer.step(holder["s"], batch_in)
+                return m["loss"]
+
+            sec = timeit(step, repeats=repeats)
+            rows.append({"what": "train_step", "size": size, "V": vocab, "grid": grid, "F": frames, "B": batch,
+                         "seconds": sec, "gflop": 3 * gflop, "gflops": 3 * gflop / sec})
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--skip-dmlab", action="store_true")
+    args = parser.parse_args()
+    peak = matmul_peak_gflops()
+    rows = []
+    for batch in (1, 2):
+        rows += bench("S", 1025, 16, 16, batch, args.repeats)
+    if not args.skip_dmlab:
+        rows += bench("B", 16385, 32, 36, 1, max(2, args.repeats // 2), train=False)
+    print(f"fp32 matmul peak (2048^3, measured now): {peak:.1f} GFLOP/s")
+    print(f"{'what':>10} {'size':>4} {'V':>6} {'grid':>4} {'F':>3} {'B':>2} {'seconds':>9} {'GFLOP':>8} {'GFLOP/s':>8} {'% peak':>7}")
+    for r in rows:
+        r["fraction_of_peak"] = r["gflops"] / peak
+        print(f"{r['what']:>10} {r['size']:>4} {r['V']:>6} {r['grid']:>4} {r['F']:>3} {r['B']:>2} {r['seconds']:9.3f} "
+              f"{r['gflop']:8.1f} {r['gflops']:8.1f} {100 * r['fraction_of_peak']:6.1f}%")
+    write_json("denoiser", {"peak_gflops": peak, "rows": rows, "device": jax.devices()[0].device_kind})
+
+
+if __name__ == "__main__":
+    main()
