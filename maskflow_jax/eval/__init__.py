@@ -1,0 +1,1 @@
+"""Evaluation: FVD with a Flax Inception-I3D under named protocols, PSNR / SSIM."""
