@@ -6,7 +6,8 @@ Generates first-person maze trajectories in the DMLab format (maskflow_jax/data/
 small VQ tokenizer (64x64 frames -> 16x16 tokens, 1024 codes), a small discrete Latte denoiser on
 16-frame clips, and generates long videos with the MGM sampler.
 
-Variants (`--config=configs/maze.py:size=S,sampler=fm,runlocal`): see configs/base.py.
+Variants (`--config=configs/maze.py:size=S,sampler=fm,runlocal`): see configs/base.py; `smoke`
+runs every stage at toy sizes in a few minutes (used by the tests).
 """
 from configs import base
 
@@ -43,10 +44,30 @@ def get_config(arg=None):
     c.sampling.context = 2
     c.sampling.stride = 14
     c.sampling.horizon = 160  # 10x the clip length
+    c.data.maze.num_train = 128
+    c.data.maze.num_test = 16
+    c.data.maze.length = 160  # held-out videos must cover the longest horizon (10 x 16 frames)
     c.eval.num_videos = 16
     c.eval.horizons = (1, 2, 5, 10)
 
-    unused = base.apply_common_variants(c, base.parse_variant(arg))
+    variant = base.parse_variant(arg)
+    if variant.pop("smoke", False):
+        set_smoke(c)
+    unused = base.apply_common_variants(c, variant)
     if unused:
         raise ValueError(f"configs/maze.py: unknown variant keys {sorted(unused)}")
     return c
+
+
+def set_smoke(c):
+    """Every pipeline stage at toy sizes: 8-frame clips of 32x32 frames, 16x16 tokens, 64 codes."""
+    c.data.frames, c.data.resize_to, c.data.batch_size = 8, 32, 4
+    c.data.maze.num_train, c.data.maze.num_test, c.data.maze.length = 8, 4, 32
+    t = c.tokenizer
+    t.ch, t.ch_mult, t.z_channels, t.embed_dim, t.n_embed = 32, (1, 2), 8, 8, 64
+    t.train.steps, t.train.batch_size, t.train.log_every, t.train.image_every, t.train.ckpt_every = 30, 8, 10, 30, 30
+    c.model.size, c.model.hidden, c.model.depth, c.model.heads = "tiny", 64, 2, 2
+    c.train.steps, c.train.log_every, c.train.ckpt_every, c.train.warmup_steps = 30, 10, 15, 0
+    c.sampling.steps, c.sampling.context, c.sampling.stride, c.sampling.horizon = 4, 2, 6, 16
+    c.sampling.batch_size = 2
+    c.eval.num_videos, c.eval.horizons, c.eval.batch_size = 4, (2,), 4

@@ -13,7 +13,7 @@ from maskflow_jax import config_validation, runtime
 
 # mode -> "module:function(config, workdir)"; None = not built yet (the issue that builds it).
 MODES = {
-    "pipeline": None,  # issue 7: maze data -> tokenizer -> denoiser -> samples -> FVD report
+    "pipeline": "maskflow_jax.pipeline:run_pipeline",
     "prepare_data": "maskflow_jax.data.pipeline:prepare_data",
     "train_tokenizer": "maskflow_jax.tokenizer.train:train_tokenizer",
     "tokenize": "maskflow_jax.data.tokens:tokenize_dataset",
@@ -21,7 +21,7 @@ MODES = {
     "sample": "maskflow_jax.inference:sample_mode",
     "eval": None,  # issue 6
 }
-NOT_BUILT = {"pipeline": 7, "eval": 6}
+NOT_BUILT = {"eval": 6}
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:variant], e.g. configs/maze.py:runlocal",
                                           lock_config=True)
