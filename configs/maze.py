@@ -61,7 +61,7 @@ def get_config(arg=None):
 
 def set_smoke(c):
     """Every pipeline stage at toy sizes: 8-frame clips of 32x32 frames, 16x16 tokens, 64 codes."""
-    c.data.frames, c.data.resize_to, c.data.batch_size = 8, 32, 4
+    c.data.frames, c.data.resize_to, c.data.batch_size = 8, 32, 8
     c.data.maze.num_train, c.data.maze.num_test, c.data.maze.length = 8, 4, 32
     t = c.tokenizer
     t.ch, t.ch_mult, t.z_channels, t.embed_dim, t.n_embed = 32, (1, 2), 8, 8, 64
