@@ -133,7 +133,7 @@ def get_base():
 
     # --- eval -------------------------------------------------------------------------------------
     c.eval = e = ml_collections.ConfigDict()
-    e.protocol = "maskflow"  # FVD protocol: maskflow | styleganv | teco
+    e.protocol = "maskflow"  # FVD protocol: maskflow | styleganv | teco | maze (maskflow_jax/eval/protocols.py)
     e.num_videos = 256  # videos per FVD
     e.fvd_frames = 16  # frames per FVD clip
     e.horizons = (1, 2, 5, 10)  # rollout lengths, as multiples of data.frames, for per-horizon FVD

@@ -47,6 +47,7 @@ def get_config(arg=None):
     c.data.maze.num_train = 128
     c.data.maze.num_test = 16
     c.data.maze.length = 160  # held-out videos must cover the longest horizon (10 x 16 frames)
+    c.eval.protocol = "maze"  # held-out procedural videos (another seed) as the reference
     c.eval.num_videos = 16
     c.eval.horizons = (1, 2, 5, 10)
 
@@ -62,12 +63,12 @@ def get_config(arg=None):
 def set_smoke(c):
     """Every pipeline stage at toy sizes: 8-frame clips of 32x32 frames, 16x16 tokens, 64 codes."""
     c.data.frames, c.data.resize_to, c.data.batch_size = 8, 32, 8
-    c.data.maze.num_train, c.data.maze.num_test, c.data.maze.length = 8, 4, 32
+    c.data.maze.num_train, c.data.maze.num_test, c.data.maze.length = 8, 4, 34
     t = c.tokenizer
     t.ch, t.ch_mult, t.z_channels, t.embed_dim, t.n_embed = 32, (1, 2), 8, 8, 64
     t.train.steps, t.train.batch_size, t.train.log_every, t.train.image_every, t.train.ckpt_every = 30, 8, 10, 30, 30
     c.model.size, c.model.hidden, c.model.depth, c.model.heads = "tiny", 64, 2, 2
     c.train.steps, c.train.log_every, c.train.ckpt_every, c.train.warmup_steps = 30, 10, 15, 0
-    c.sampling.steps, c.sampling.context, c.sampling.stride, c.sampling.horizon = 4, 2, 6, 16
+    c.sampling.steps, c.sampling.context, c.sampling.stride, c.sampling.horizon = 4, 2, 6, 34  # 2 FVD windows
     c.sampling.batch_size = 2
     c.eval.num_videos, c.eval.horizons, c.eval.batch_size = 4, (2,), 4

@@ -85,7 +85,7 @@ def validate(cfg, num_devices=None):
     _check(tr.ckpt_every >= 1, "train.ckpt_every", f"got {tr.ckpt_every}")
     _check(tr.keep_checkpoints >= 1, "train.keep_checkpoints", f"got {tr.keep_checkpoints}")
 
-    _one_of(e.protocol, "eval.protocol", ("maskflow", "styleganv", "teco"))
+    _one_of(e.protocol, "eval.protocol", ("maskflow", "styleganv", "teco", "maze"))
     _check(e.num_videos >= 2, "eval.num_videos", f"got {e.num_videos}; FVD needs at least 2 videos")
 
     _one_of(cfg.mesh.preset, "mesh.preset", ("dp", "fsdp", "fsdp_tp"))

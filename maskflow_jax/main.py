@@ -11,7 +11,7 @@ from ml_collections import config_flags
 
 from maskflow_jax import config_validation, runtime
 
-# mode -> "module:function(config, workdir)"; None = not built yet (the issue that builds it).
+# mode -> "module:function(config, workdir)".
 MODES = {
     "pipeline": "maskflow_jax.pipeline:run_pipeline",
     "prepare_data": "maskflow_jax.data.pipeline:prepare_data",
@@ -19,9 +19,8 @@ MODES = {
     "tokenize": "maskflow_jax.data.tokens:tokenize_dataset",
     "train": "maskflow_jax.train.loop:train_and_evaluate",
     "sample": "maskflow_jax.inference:sample_mode",
-    "eval": None,  # issue 6
+    "eval": "maskflow_jax.evaluate:eval_mode",
 }
-NOT_BUILT = {"eval": 6}
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:variant], e.g. configs/maze.py:runlocal",
                                           lock_config=True)
@@ -33,15 +32,11 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def resolve_mode(cfg, mode_flag):
-    """Returns (mode, function); exits with a plain message for modes that are not built yet."""
+    """Returns (mode, function) for --mode or the config's `mode` field."""
     mode = mode_flag or cfg.get("mode", "train")
     if mode not in MODES:
         raise config_validation.ConfigError(f"config.mode: got {mode!r}; expected one of {list(MODES)}")
-    target = MODES[mode]
-    if target is None:
-        sys.exit(f"--mode={mode} is not implemented yet (tracked in issue {NOT_BUILT[mode]}); "
-                 f"available now: {[m for m, t in MODES.items() if t]}")
-    module, _, fn = target.partition(":")
+    module, _, fn = MODES[mode].partition(":")
     return mode, getattr(importlib.import_module(module), fn)
 
 

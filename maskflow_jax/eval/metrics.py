@@ -1,0 +1,74 @@
+"""PSNR and SSIM between generated and real videos, per frame, in jnp.
+
+For TECO's teacher-forced / action-conditioned protocol (compare the generated continuation with
+the real one). Inputs: videos (B, T, H, W, C), uint8 in [0, 255] or float in [0, max_val].
+Outputs: (B, T) per-frame values; average them over T (and B) as the protocol requires.
+SSIM: Wang et al. (2004) with an 11×11 Gaussian window (σ 1.5), K1 0.01, K2 0.03, VALID filtering,
+population (biased) local variances, averaged over pixels and channels (as tf.image.ssim).
+"""
+import jax
+import jax.numpy as jnp
+
+
+def _as_float(a, b, max_val):
+    if a.shape != b.shape or a.ndim != 5:
+        raise ValueError(f"a and b must be videos (B, T, H, W, C) of one shape; got {a.shape} and {b.shape}")
+    if max_val is None:
+        if a.dtype != jnp.uint8 or b.dtype != jnp.uint8:
+            raise ValueError(f"max_val is required for non-uint8 videos (got {a.dtype}, {b.dtype}); "
+                             "pass max_val=1.0 for [0, 1] floats")
+        max_val = 255.0
+    return a.astype(jnp.float32) / max_val, b.astype(jnp.float32) / max_val
+
+
+def psnr(a, b, max_val=None):
+    """Per-frame PSNR in dB (B, T); +inf where the frames are identical.
+
+    max_val: the pixel range (None = 255 for uint8; required for floats).
+    """
+    a = jnp.asarray(a)
+    b = jnp.asarray(b)
+    x, y = _as_float(a, b, max_val)
+    mse = jnp.mean((x - y) ** 2, axis=(2, 3, 4))
+    return jnp.where(mse == 0, jnp.inf, -10.0 * jnp.log10(jnp.where(mse == 0, 1.0, mse)))
+
+
+def gaussian_window(size=11, sigma=1.5):
+    """Normalised 1-D Gaussian (size,)."""
+    x = jnp.arange(size, dtype=jnp.float32) - (size - 1) / 2
+    g = jnp.exp(-(x ** 2) / (2 * sigma ** 2))
+    return g / g.sum()
+
+
+def _filter(z, g):
+    """Separable VALID Gaussian filter of (N, H, W, C), channel by channel -> (N, H', W', C)."""
+    c = z.shape[-1]
+    k = len(g)
+    dn = ("NHWC", "HWIO", "NHWC")
+    rows = jnp.tile(g.reshape(k, 1, 1, 1), (1, 1, 1, c))
+    cols = jnp.tile(g.reshape(1, k, 1, 1), (1, 1, 1, c))
+    prec = jax.lax.Precision.HIGHEST
+    z = jax.lax.conv_general_dilated(z, rows, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=c,
+                                     precision=prec)
+    return jax.lax.conv_general_dilated(z, cols, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=c,
+                                        precision=prec)
+
+
+def ssim(a, b, max_val=None, size=11, sigma=1.5, k1=0.01, k2=0.03):
+    """Per-frame mean SSIM (B, T) in [-1, 1]; 1 for identical frames. H, W >= size."""
+    a = jnp.asarray(a)
+    b = jnp.asarray(b)
+    x, y = _as_float(a, b, max_val)
+    bsz, t, h, w, c = x.shape
+    if min(h, w) < size:
+        raise ValueError(f"frames are {h}x{w}; SSIM's window needs H, W >= size={size} (pass a smaller size)")
+    x = x.reshape(bsz * t, h, w, c)
+    y = y.reshape(bsz * t, h, w, c)
+    g = gaussian_window(size, sigma)
+    c1, c2 = k1 ** 2, k2 ** 2
+    mx, my = _filter(x, g), _filter(y, g)
+    sxx = _filter(x * x, g) - mx ** 2
+    syy = _filter(y * y, g) - my ** 2
+    sxy = _filter(x * y, g) - mx * my
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (sxx + syy + c2))
+    return jnp.mean(s, axis=(1, 2, 3)).reshape(bsz, t)
