@@ -22,7 +22,7 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
-    "test": ["pytest>=8.0", "pytest-timeout>=2.3"],
+    "test": ["pytest>=8.0", "pytest-timeout>=2.3", "scipy>=1.11"],  # scipy: sqrtm reference in the FVD tests
     "video": ["av>=12.0"],
     "tpu": ["jax[tpu]>=0.10.0"],
     "gpu": ["jax[cuda12]>=0.10.0"],
