@@ -78,6 +78,8 @@ def get_base():
     m.dtype = "float32"  # compute dtype (bfloat16 on accelerators)
     m.param_dtype = "float32"  # parameter dtype
     m.remat = False  # rematerialise each block in the backward pass
+    m.remat_policy = "nothing"  # with remat: nothing (recompute all) | dots (keep matmul outputs)
+    m.scan_blocks = False  # nn.scan over the (spatial, temporal) pairs: one compiled pair, faster compiles
     m.masked_head = False  # evaluate the output head only at masked positions (same loss, less memory)
 
     # --- flow (discrete flow matching, SPEC §3) ---------------------------------------------------

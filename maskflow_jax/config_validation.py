@@ -50,6 +50,7 @@ def validate(cfg, num_devices=None):
                f"got {m.depth}; blocks come in (spatial, temporal) pairs, so use an even number >= 2")
     _one_of(m.dtype, "model.dtype", ("float32", "bfloat16", "float16"))
     _one_of(m.param_dtype, "model.param_dtype", ("float32", "bfloat16"))
+    _one_of(m.remat_policy, "model.remat_policy", ("nothing", "dots"))
 
     _one_of(f.kappa, "flow.kappa", KAPPAS)
     _one_of(f.noise_level, "flow.noise_level", ("random_all", "constant", "dynamic"))

@@ -28,9 +28,9 @@ def _one_device_mesh(cfg):
     return make_mesh(cfg.mesh, devices=jax.devices()[:1])
 
 
-@pytest.mark.parametrize("preset", ["fsdp", "fsdp_tp"])
-def test_every_large_parameter_is_sharded(preset):
-    cfg = _cfg(preset)
+@pytest.mark.parametrize("preset,scan", [("fsdp", False), ("fsdp_tp", False), ("fsdp_tp", True)])
+def test_every_large_parameter_is_sharded(preset, scan):
+    cfg = _cfg(preset, model__scan_blocks=scan)
     trainer = build_trainer(cfg, make_mesh(cfg.mesh))
     flat = jax.tree_util.tree_flatten_with_path(trainer.state_shardings.params)[0]
     shapes = jax.tree.leaves(trainer.abstract_state.params)
@@ -70,6 +70,17 @@ def test_presets_match_single_device():
         np.testing.assert_allclose(losses, ref_losses, rtol=1e-5, err_msg=preset)
         for a, b in zip(params, ref_params):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=preset)
+
+
+def test_scanned_blocks_under_fsdp_tp_match_single_device():
+    data = structured_tokens(16, 4, 4, 16)
+    ref_cfg = _cfg("dp", model__scan_blocks=True, model__depth=4)
+    ref_losses, ref_params = _two_steps(ref_cfg, _one_device_mesh(ref_cfg), data)
+    cfg = _cfg("fsdp_tp", (2, 2, 2), model__scan_blocks=True, model__depth=4)
+    losses, params = _two_steps(cfg, make_mesh(cfg.mesh), data)
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
+    for a, b in zip(params, ref_params):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_checkpoint_moves_between_presets(tmp_path):

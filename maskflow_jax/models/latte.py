@@ -11,6 +11,7 @@ the training clip length; for that F both are identical).
 import dataclasses
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -29,12 +30,50 @@ VOCAB_PAD = 64
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
+REMAT_POLICIES = {
+    "nothing": None,  # save nothing: recompute the whole block in the backward pass (least memory)
+    "dots": "dots_with_no_batch_dims_saveable",  # keep matmul outputs, recompute the elementwise rest
+}
+
+
+class BlockPair(nn.Module):
+    """A spatial adaLN-Zero block over the N patches of each frame, then a temporal one over the F
+    frames of each patch position: x (B, F, N, D) -> (B, F, N, D). `first` (scalar, 1 for the first
+    pair) gates the temporal sin-cos embedding (added once, SPEC §4.1.5). Returns (x, None) so the
+    same module serves a Python loop and `nn.scan`."""
+
+    heads: int
+    mlp_ratio: float
+    dtype: jnp.dtype
+    remat: bool = False
+    remat_policy: str = "nothing"
+
+    @nn.compact
+    def __call__(self, x, first, c_spatial, c_temporal, temp_embed):
+        block = AdaLNBlock
+        if self.remat:
+            if self.remat_policy not in REMAT_POLICIES:
+                raise ValueError(f"config.model.remat_policy={self.remat_policy!r}: expected one of "
+                                 f"{sorted(REMAT_POLICIES)}")
+            name = REMAT_POLICIES[self.remat_policy]
+            block = nn.remat(AdaLNBlock, policy=getattr(jax.checkpoint_policies, name) if name else None)
+        x = block(self.heads, self.mlp_ratio, self.dtype, name="spatial")(x, c_spatial)
+        x = x.transpose(0, 2, 1, 3)  # (B, N, F, D)
+        x = nn.with_logical_constraint(x, (ax.BATCH, ax.SEQ, ax.FRAMES, ax.EMBED))
+        x = x + temp_embed * first
+        x = block(self.heads, self.mlp_ratio, self.dtype, name="temporal")(x, c_temporal)
+        x = x.transpose(0, 2, 1, 3)  # (B, F, N, D)
+        return nn.with_logical_constraint(x, (ax.BATCH, ax.FRAMES, ax.SEQ, ax.EMBED)), None
+
+
 class Latte(nn.Module):
     """Alternating spatial / temporal adaLN-Zero blocks over patch tokens (SPEC §4.1).
 
     Attributes: vocab_size V (codebook + MASK), hidden D, depth (blocks; depth/2 pairs), heads,
     patch p, time_cond (False zeroes t: a timestep-independent model), num_actions (> 0 adds a
-    per-frame action embedding to the time embedding), dtype (compute), remat (per block).
+    per-frame action embedding to the time embedding), dtype (compute), remat (per block, with
+    remat_policy), scan (nn.scan over the depth/2 block pairs: parameters stacked on a leading
+    `layers` axis, one compiled pair; the function computed is the same as the loop's).
     """
 
     vocab_size: int
@@ -48,6 +87,8 @@ class Latte(nn.Module):
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
     remat: bool = False
+    remat_policy: str = "nothing"
+    scan: bool = False
 
     @nn.compact
     def __call__(self, tokens, t, actions=None):
@@ -79,16 +120,18 @@ class Latte(nn.Module):
         c_temporal = c[:, None, :, :]  # (B, 1, F, D): per-frame modulation inside temporal attention
         temp_embed = jnp.asarray(sincos_1d(d, np.arange(f)), self.dtype)
 
-        block = nn.remat(AdaLNBlock) if self.remat else AdaLNBlock
-        for i in range(self.depth // 2):
-            x = block(self.heads, self.mlp_ratio, self.dtype, name=f"spatial_{i}")(x, c_spatial)
-            x = x.transpose(0, 2, 1, 3)  # (B, N, F, D)
-            x = nn.with_logical_constraint(x, (ax.BATCH, ax.SEQ, ax.FRAMES, ax.EMBED))
-            if i == 0:
-                x = x + temp_embed
-            x = block(self.heads, self.mlp_ratio, self.dtype, name=f"temporal_{i}")(x, c_temporal)
-            x = x.transpose(0, 2, 1, 3)  # (B, F, N, D)
-            x = nn.with_logical_constraint(x, (ax.BATCH, ax.FRAMES, ax.SEQ, ax.EMBED))
+        pairs = self.depth // 2
+        first = (jnp.arange(pairs) == 0).astype(self.dtype)  # the temporal embedding enters pair 0 only
+        pair_kw = dict(heads=self.heads, mlp_ratio=self.mlp_ratio, dtype=self.dtype, remat=self.remat,
+                       remat_policy=self.remat_policy)
+        if self.scan:  # one compiled pair, parameters stacked over a leading "layers" axis
+            scanned = nn.scan(BlockPair, variable_axes={"params": 0}, split_rngs={"params": True},
+                              in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=pairs,
+                              metadata_params={nn.PARTITION_NAME: ax.LAYERS})
+            x, _ = scanned(**pair_kw, name="pairs")(x, first, c_spatial, c_temporal, temp_embed)
+        else:
+            for i in range(pairs):
+                x, _ = BlockPair(**pair_kw, name=f"pair_{i}")(x, first[i], c_spatial, c_temporal, temp_embed)
 
         mod = nn.Dense(2 * d, dtype=self.dtype, kernel_init=part(zeros, ax.EMBED, ax.MLP),
                        bias_init=part(zeros, ax.MLP), name="final_adaLN")(nn.silu(c_spatial))
@@ -139,4 +182,5 @@ def make_denoiser(model_cfg, vocab_size, frames=None, grid=None):
                  patch=model_cfg.patch, mlp_ratio=model_cfg.mlp_ratio, time_cond=bool(model_cfg.time_cond),
                  num_actions=model_cfg.num_actions if model_cfg.action_cond else 0,
                  dtype=DTYPES[model_cfg.dtype], param_dtype=DTYPES[model_cfg.param_dtype],
-                 remat=bool(model_cfg.remat))
+                 remat=bool(model_cfg.remat), remat_policy=model_cfg.get("remat_policy", "nothing"),
+                 scan=bool(model_cfg.get("scan_blocks", False)))
