@@ -7,6 +7,7 @@ os.environ["XLA_FLAGS"] = (
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402  (must come after XLA_FLAGS)
+import pytest  # noqa: E402
 
 jax.config.update("jax_compilation_cache_dir", os.path.join(os.path.dirname(__file__), "..", ".jax_cache"))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
@@ -14,3 +15,15 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: slower than a few seconds; excluded from the default run")
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """(config, workdir, stage results) of one `--mode=pipeline` run at the maze `smoke` size (about
+    2 minutes on a 2-core CPU), shared by every test that needs a finished run."""
+    from configs import maze  # noqa: PLC0415
+    from maskflow_jax import pipeline  # noqa: PLC0415
+
+    cfg = maze.get_config("smoke")
+    workdir = str(tmp_path_factory.mktemp("smoke_run"))
+    return cfg, workdir, pipeline.run_pipeline(cfg, workdir)

@@ -11,15 +11,8 @@ from configs import maze
 from maskflow_jax import evaluate, pipeline, stages
 
 
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    cfg = maze.get_config("smoke")
-    workdir = str(tmp_path_factory.mktemp("smoke"))
-    return cfg, workdir, pipeline.run_pipeline(cfg, workdir)
-
-
-def test_smoke_pipeline_end_to_end_and_restart(smoke):
-    cfg, workdir, results = smoke
+def test_smoke_pipeline_end_to_end_and_restart(smoke_run):
+    cfg, workdir, results = smoke_run
     report = open(os.path.join(workdir, "REPORT.md")).read()
     for stage in ("data", "tokenizer", "tokens", "denoiser", "samples", "eval"):
         assert stages.load_summary(workdir, stage) is not None, stage
@@ -40,8 +33,8 @@ def test_smoke_pipeline_end_to_end_and_restart(smoke):
     assert os.path.exists(os.path.join(workdir, "REPORT.md"))
 
 
-def test_eval_mode_writes_json_and_plot(smoke):
-    cfg, workdir, _ = smoke
+def test_eval_mode_writes_json_and_plot(smoke_run):
+    cfg, workdir, _ = smoke_run
     res = evaluate.eval_mode(cfg, workdir)  # the real I3D, the maze protocol
     saved = json.load(open(os.path.join(workdir, "eval", "maze.json")))
     assert os.path.getsize(os.path.join(workdir, "eval", "maze_fvd.png")) > 1000
@@ -74,8 +67,8 @@ class _Oracle:
         return np.roll(video, self.shift, axis=1), {"nfe": 1}
 
 
-def test_eval_windows_align_real_and_generated_spans(smoke):
-    cfg, workdir, _ = smoke
+def test_eval_windows_align_real_and_generated_spans(smoke_run):
+    cfg, workdir, _ = smoke_run
     run = evaluate.inference.load_run(workdir, cfg=cfg)
     perfect = evaluate.evaluate_run(cfg, workdir, feature_fn=_cheap_features, run=_Oracle(cfg, workdir, run))
     assert perfect["horizon"]["fvd"] == pytest.approx([0, 0], abs=1e-6)
