@@ -110,10 +110,10 @@ def evaluate_run(cfg, workdir, *, feature_fn=None, run=None, seed=0):
                         "frames [%d, %d)", length, m, m + e.fvd_frames)
     real_spans = windows if real_window == "same" else windows[:1]
     fn = feature_fn or _feature_fn(cfg, p.resolution)
-    reference_fn = None
-    if p.needs_reference_fn:
-        def reference_fn(clip):  # the tokenizer's reconstruction of the real clip (maskflow protocol)
-            return run.tokenizer.decode(run.tokenizer.encode(clip))
+    def reconstruct(clip):  # the tokenizer's reconstruction of the real clip (maskflow protocol)
+        return run.tokenizer.decode(run.tokenizer.encode(clip))
+
+    reference_fn = reconstruct if p.needs_reference_fn else None
 
     bs = e.batch_size
     real_h, fake_h = [FeatureStats() for _ in real_spans], [FeatureStats() for _ in windows]

@@ -2,7 +2,6 @@
 skips finished stages and reproduces the same FVD table. Then --mode=eval on the same run."""
 import json
 import os
-import types
 
 import numpy as np
 import pytest
