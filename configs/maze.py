@@ -72,3 +72,6 @@ def set_smoke(c):
     c.sampling.steps, c.sampling.context, c.sampling.stride, c.sampling.horizon = 4, 2, 6, 34  # 2 FVD windows
     c.sampling.batch_size = 2
     c.eval.num_videos, c.eval.horizons, c.eval.batch_size = 4, (2,), 4
+    ef = c.eval.efficiency
+    ef.mgm_steps, ef.fm_steps, ef.num_videos = (2, 4), (4,), 4  # 16-frame sweep videos = 3 chunks of 8 frames
+    ef.lengths = (3,)  # 24 frames: the FVD clip [8, 24) is generated in both modes (AR has m = 7)

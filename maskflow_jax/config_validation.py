@@ -88,6 +88,14 @@ def validate(cfg, num_devices=None):
 
     _one_of(e.protocol, "eval.protocol", ("maskflow", "styleganv", "teco", "maze"))
     _check(e.num_videos >= 2, "eval.num_videos", f"got {e.num_videos}; FVD needs at least 2 videos")
+    ef = e.get("efficiency")
+    if ef is not None:
+        steps = tuple(ef.mgm_steps) + tuple(ef.fm_steps)
+        _check(steps and all(x >= 1 for x in steps), "eval.efficiency.mgm_steps",
+               f"mgm_steps={tuple(ef.mgm_steps)}, fm_steps={tuple(ef.fm_steps)}: need at least one count, all >= 1")
+        _check(ef.num_videos >= 2, "eval.efficiency.num_videos", f"got {ef.num_videos}; FVD needs at least 2 videos")
+        _check(len(ef.lengths) and all(x >= 1 for x in ef.lengths), "eval.efficiency.lengths",
+               f"got {tuple(ef.lengths)}; multiples of data.frames, each >= 1")
 
     _one_of(cfg.mesh.preset, "mesh.preset", ("dp", "fsdp", "fsdp_tp"))
     shape, axes = tuple(cfg.mesh.shape), tuple(cfg.mesh.axes)

@@ -20,6 +20,7 @@ MODES = {
     "train": "maskflow_jax.train.loop:train_and_evaluate",
     "sample": "maskflow_jax.inference:sample_mode",
     "eval": "maskflow_jax.evaluate:eval_mode",
+    "efficiency": "maskflow_jax.efficiency:efficiency_mode",
 }
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:variant], e.g. configs/maze.py:runlocal",
