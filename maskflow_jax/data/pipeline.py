@@ -9,7 +9,8 @@ The iterator is checkpointable (`get_state`/`set_state`, or `grain.checkpoint.Ch
 inside an orbax Composite); a restored iterator yields exactly the batches that would have come next.
 Evaluation (`make_eval_iterator`): in order, not repeated, clips from frame 0, padded to whole
 batches with `valid = False` so every host runs the same number of steps.
-`ensure_prepared` / `ensure_maze_data` build the raw data (maze) and the records if missing.
+`ensure_prepared` / `ensure_maze_data` build the raw data (maze) and the records if missing, from
+`.npz` trajectories (dmlab.py) or folders of videos / frame folders (video_folder.py, data.name ffs).
 Batches: {"video": uint8 (B, F, R, R, 3) or int32 tokens (B, F, h, w), "actions": int32 (B, F)
 if data.use_actions, "index": int32 (B,) record ids, ["valid": bool (B,) in eval]}.
 """
@@ -28,7 +29,10 @@ import numpy as np
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec
 
-from maskflow_jax.data import dmlab, maze, records
+from maskflow_jax.data import dmlab, maze, records, video_folder
+
+# data.name values whose data.root is a folder (or .zip) of videos or frame folders.
+VIDEO_FOLDER_NAMES = ("ffs", "video_folder")
 
 
 def clip_span(frames, frame_skip):
@@ -300,28 +304,39 @@ def ensure_maze_data(data_cfg, workdir):
 def ensure_prepared(data_cfg, workdir=None):
     """Prepares the train and eval splits of data.root into records unless already prepared.
 
-    The fingerprint (root, file names and sizes, the maze parameters, min length, image size)
-    makes a changed source or clip length trigger a rebuild.
+    data.name in VIDEO_FOLDER_NAMES reads a folder (or .zip) of videos or frame folders
+    (`video_folder.py`), centre-cropped and resized to data.image_size; other names read `.npz`
+    trajectories (`dmlab.py`). The fingerprint (root, file names and sizes, the maze parameters,
+    min length, image size) makes a changed source or clip length trigger a rebuild.
     """
     raw, prepared = resolve_raw_dir(data_cfg, workdir), resolve_prepared_dir(data_cfg, workdir)
     span = clip_span(data_cfg.frames, data_cfg.frame_skip)
     out = {"raw": str(raw), "prepared": str(prepared)}
     for split in (data_cfg.train_split, data_cfg.eval_split):
-        reader = dmlab.DmlabSplit(raw, split, min_length=span, image_size=data_cfg.image_size,
-                                  skip_corrupt=data_cfg.skip_corrupt)
-        listing = "\n".join(f"{p.relative_to(raw)} {p.stat().st_size}" for p in reader.files)
+        if data_cfg.name in VIDEO_FOLDER_NAMES:
+            reader = video_folder.VideoFolderSplit(raw, split, min_length=span, size=data_cfg.image_size,
+                                                   skip_corrupt=data_cfg.skip_corrupt)
+            listing, count = reader.listing(), len(reader)
+        else:
+            reader = dmlab.DmlabSplit(raw, split, min_length=span, image_size=data_cfg.image_size,
+                                      skip_corrupt=data_cfg.skip_corrupt)
+            listing = "\n".join(f"{p.relative_to(raw)} {p.stat().st_size}" for p in reader.files)
+            count = len(reader.files)
         marker = maze.split_marker(raw, split)
-        fingerprint = {"root": str(raw.resolve()), "files": len(reader.files),
+        fingerprint = {"root": str(raw.resolve()), "files": count,
                        "listing_sha256": hashlib.sha256(listing.encode()).hexdigest(),
                        "maze": json.loads(marker.read_text()) if marker.is_file() else None,
                        "min_length": span, "image_size": data_cfg.image_size}
+        if data_cfg.name in VIDEO_FOLDER_NAMES:
+            fingerprint["video_folder"] = video_folder.FORMAT_VERSION
         meta = records.prepare_split(reader, prepared, split, fingerprint=fingerprint)
         out[split] = {"count": meta["count"], "skipped": len(meta["skipped"])}
     return out
 
 
 def prepare_data(config, workdir):
-    """`--mode=prepare_data`: maze generation (data.name == "maze") and record preparation."""
+    """`--mode=prepare_data`: maze generation (data.name == "maze") and record preparation
+    (from .npz trajectories, or from videos for data.name in VIDEO_FOLDER_NAMES)."""
     if config.data.name == "maze":
         return ensure_maze_data(config.data, workdir)
     return ensure_prepared(config.data, workdir)

@@ -169,7 +169,8 @@ def prepare_split(source, out_dir, split, *, min_length=1, image_size=None, skip
     Args:
       source: a `dmlab.DmlabSplit`, a list of `.npz` paths (loaded and validated in `workers`
         threads), or any iterable of dicts {"video": (T, ...), "actions": (T,) | None}, arrays
-        (video only) or (video, actions) tuples, e.g. token caches (T, h, w) int32.
+        (video only) or (video, actions) tuples, e.g. token caches (T, h, w) int32. An iterable
+        with a `skipped` list (names or (name, message)) has those recorded as skipped.
       min_length, image_size, skip_corrupt: validation of `.npz` files (see `dmlab.load_video`).
       fingerprint: JSON-able description of the source; a prepared split with another
         fingerprint is rebuilt.
@@ -209,6 +210,8 @@ def prepare_split(source, out_dir, split, *, min_length=1, image_size=None, skip
             shard_size += len(data)
         if writer is not None:
             writer.close()
+        # Readers that skip bad files themselves (e.g. video_folder.VideoFolderSplit) list them.
+        skipped += [str(s[0] if isinstance(s, tuple) else s) for s in getattr(source, "skipped", ())]
     except BaseException:
         if writer is not None:
             writer.close()
