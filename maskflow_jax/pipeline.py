@@ -21,8 +21,10 @@ WINDOW = 16  # I3D clip length used for every horizon (the last 16 frames of the
 
 
 def evaluate_horizons(cfg, workdir):
-    """Generates every horizon for the held-out contexts and returns FVD rows (model and baselines)."""
-    from maskflow_jax.eval import i3d, protocols  # noqa: PLC0415
+    """Generates the longest horizon once for the held-out contexts (chunk-wise rollouts: a shorter
+    horizon is a prefix of a longer one) and returns FVD rows of the last 16 frames of every horizon,
+    for the model and the baselines; writes GIFs, a frame strip and the FVD plot."""
+    from maskflow_jax.eval import i3d, plot, protocols  # noqa: PLC0415
 
     run = inference.load_run(workdir, cfg=cfg, use_ema=cfg.eval.use_ema)
     untrained = inference.Run(cfg=cfg, tokenizer=run.tokenizer, model=run.model,
@@ -31,30 +33,55 @@ def evaluate_horizons(cfg, workdir):
     feature_fn = i3d.make_feature_fn(weights=cfg.eval.i3d_weights)
     f, m = cfg.data.frames, cfg.sampling.context
     horizons = [h * f for h in cfg.eval.horizons]
-    real_tokens, real_pixels = evaluate.heldout(cfg, workdir, cfg.eval.num_videos, max(horizons))
+    longest = max(horizons)
+    real_tokens, real_pixels = evaluate.heldout(cfg, workdir, cfg.eval.num_videos, longest)
     ctx = real_tokens[:, :m]
+    start = time.perf_counter()
+    video, info = run.generate(jax.random.key(longest), context_tokens=ctx, num_frames=longest)
+    per_frame = (time.perf_counter() - start) / ((longest - m) * len(ctx))
+    blank, _ = untrained.generate(jax.random.key(longest), context_tokens=ctx, num_frames=longest)
+    frozen = run.tokenizer.decode(np.repeat(ctx[:, -1:], WINDOW, axis=1))
+    samples = os.path.join(workdir, "samples")
+    os.makedirs(samples, exist_ok=True)
+    inference.save_frame_grid(os.path.join(samples, "strip.png"), video[0], every=max(1, longest // 16), columns=16)
+    full, _ = run.generate(jax.random.key(0), context=0, num_frames=f, batch_size=2)  # one window, no context
+    inference.save_gif(os.path.join(samples, "full_sequence.gif"), full[0])
     rows = []
+    kw = dict(feature_fn=feature_fn, use_ema=cfg.eval.use_ema, batch_size=cfg.eval.batch_size)
     for length in horizons:
         sl = slice(length - WINDOW, length)
-        reference = real_pixels[:, sl]
-        candidates = {"tokenizer reconstruction (ceiling)": run.tokenizer.decode(real_tokens[:, sl])}
-        start = time.perf_counter()
-        video, info = run.generate(jax.random.key(length), context_tokens=ctx, num_frames=length)
-        per_frame = (time.perf_counter() - start) / ((length - m) * len(ctx))
-        candidates["MaskFlow"] = video[:, sl]
-        frozen = run.tokenizer.decode(np.repeat(ctx[:, -1:], WINDOW, axis=1))
-        candidates["frozen last context frame"] = frozen
-        candidates["untrained denoiser"] = untrained.generate(jax.random.key(length), context_tokens=ctx,
-                                                              num_frames=length)[0][:, sl]
+        reference = protocols.video_stats("maze", real_pixels[:, sl], **{k: kw[k] for k in ("feature_fn", "batch_size")})
+        candidates = {"tokenizer reconstruction (ceiling)": run.tokenizer.decode(real_tokens[:, sl]),
+                      "MaskFlow": video[:, sl], "frozen last context frame": frozen,
+                      "untrained denoiser": blank[:, sl]}
         for name, fake in candidates.items():
-            res = protocols.evaluate_fvd("maze", reference, fake, feature_fn=feature_fn, real_is_reference=True,
-                                         use_ema=cfg.eval.use_ema, batch_size=cfg.eval.batch_size)
+            res = protocols.evaluate_fvd("maze", reference, fake, **kw)
             rows.append({"horizon": length, "method": name, "fvd": res["fvd"], "num_videos": res["num_fake"],
-                         "nfe": info["nfe"] if name == "MaskFlow" else None,
+                         "nfe": _prefix_nfe(cfg, longest, length, info) if name == "MaskFlow" else None,
                          "seconds_per_frame": per_frame if name == "MaskFlow" else None})
-        inference.save_gif(os.path.join(workdir, "samples", f"horizon_{length}.gif"), video[0])
+        inference.save_gif(os.path.join(samples, f"horizon_{length}.gif"), video[0, :length])
         logging.info("horizon %d: %s", length, {r["method"]: round(r["fvd"], 1) for r in rows if r["horizon"] == length})
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    plot.plot_curves(os.path.join(samples, "fvd_by_horizon.png"),
+                     {k: ([r["horizon"] for r in rows if r["method"] == k], [r["fvd"] for r in rows if r["method"] == k])
+                      for k in methods},
+                     title=f"FVD of the last {WINDOW} frames vs horizon ({len(ctx)} videos)", xlabel="frames generated",
+                     ylabel="FVD")
     return rows
+
+
+def _prefix_nfe(cfg, longest, length, info):
+    """Network evaluations spent on the chunks of the longest rollout that reach frame `length`
+    (every chunk of the fixed-step samplers costs the same)."""
+    from maskflow_jax.sampling.rollout import rollout_plan  # noqa: PLC0415
+
+    s = cfg.sampling
+    have, chunks = s.context, 0
+    for chunk in rollout_plan(longest, cfg.data.frames, s.context, s.stride):
+        if have >= length:
+            break
+        have, chunks = have + chunk.keep, chunks + 1
+    return info["nfe"] * chunks // info["chunks"]
 
 
 def write_report(cfg, workdir, results):
@@ -71,7 +98,14 @@ def write_report(cfg, workdir, results):
             nfe = "" if r["nfe"] is None else r["nfe"]
             spf = "" if r["seconds_per_frame"] is None else f"{r['seconds_per_frame']:.3f}"
             lines.append(f"| {r['horizon']} | {r['method']} | {r['fvd']:.1f} | {nfe} | {spf} |")
-    lines += ["", "Samples: `samples/` (GIFs per horizon, `grid.png`).", "",
+    if rows:
+        horizons = sorted({r["horizon"] for r in rows})
+        lines += ["", "![FVD by horizon](samples/fvd_by_horizon.png)", "",
+                  f"One generated video, every {max(1, horizons[-1] // 16)}-th frame of {horizons[-1]} "
+                  "(the first frames are the real context):", "", "![frame strip](samples/strip.png)", "",
+                  "GIFs: " + ", ".join(f"[{h} frames](samples/horizon_{h}.gif)" for h in horizons)
+                  + ", [one full-sequence window without context](samples/full_sequence.gif)."]
+    lines += ["", "Samples of `--mode=sample`: `samples/sample_*.gif`, `samples/grid.png`.", "",
               "Config:", "", "```", cfg.to_json_best_effort(indent=1) if hasattr(cfg, "to_json_best_effort")
               else str(cfg), "```"]
     path = os.path.join(workdir, "REPORT.md")
