@@ -15,14 +15,14 @@ def get_base():
 
     # --- data -----------------------------------------------------------------------------------
     c.data = d = ml_collections.ConfigDict()
-    d.name = "maze"  # maze | dmlab | ffs
-    d.root = config_dict.placeholder(str)  # raw data folder (TECO layout for dmlab); None = <workdir>/data/raw for maze
+    d.name = "maze"  # maze | dmlab (.npz trajectories) | ffs (a folder or .zip of videos / frame folders)
+    d.root = config_dict.placeholder(str)  # raw data (dmlab: TECO layout, ffs: videos); None = <workdir>/data/raw for maze
     d.prepared_dir = config_dict.placeholder(str)  # ArrayRecord clips; None = <workdir>/data/prepared
     d.train_split = "train"  # split folder name used for training
     d.eval_split = "test"  # split folder name used for evaluation
     d.frames = 16  # F: frames per training clip
     d.frame_skip = 1  # temporal stride inside a clip (1 = consecutive frames)
-    d.image_size = 64  # native frame size on disk (H = W)
+    d.image_size = 64  # frame size (H = W) on disk for .npz; videos are centre-cropped and resized to it when prepared
     d.resize_to = 64  # frames are resized to this before the tokenizer (dmlab: 64 -> 256)
     d.batch_size = 8  # global batch size (split over the mesh's batch axes and hosts)
     d.shuffle_seed = 0  # seed of grain's global shuffle
