@@ -27,7 +27,7 @@ def token_grid(cfg):
 def validate(cfg, num_devices=None):
     """Raises ConfigError on the first invalid field. `num_devices` enables the mesh checks."""
     d, t, m, f, s, tr, e = cfg.data, cfg.tokenizer, cfg.model, cfg.flow, cfg.sampling, cfg.train, cfg.eval
-    _one_of(d.name, "data.name", ("maze", "dmlab", "ffs"))
+    _one_of(d.name, "data.name", ("maze", "dmlab", "ffs", "video_folder"))
     _check(d.frames >= 2, "data.frames", f"got {d.frames}; a clip needs at least 2 frames")
     _check(d.frame_skip >= 1, "data.frame_skip", f"got {d.frame_skip}; use 1 for consecutive frames")
     _check(d.batch_size >= 1, "data.batch_size", f"got {d.batch_size}; must be positive")

@@ -91,7 +91,8 @@ def write_report(cfg, workdir, results):
         lines.append(f"| {name} | {res.get('seconds', 0):.0f} | {res.get('summary', '')} |")
     rows = results.get("eval", {}).get("rows", [])
     if rows:
-        lines += ["", f"## FVD per horizon (held-out maze videos as the reference, last {WINDOW} frames of each horizon, "
+        lines += ["", f"## FVD per horizon (raw held-out videos of split {cfg.data.eval_split!r} as the reference, "
+                      f"last {WINDOW} frames of each horizon, "
                       f"{rows[0]['num_videos']} videos; small-sample FVD is biased upward)", "",
                   "| horizon | method | FVD | NFE | s / generated frame |", "|---|---|---|---|---|"]
         for r in rows:
