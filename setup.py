@@ -22,7 +22,7 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
-    "test": ["pytest>=8.0", "pytest-timeout>=2.3", "scipy>=1.11"],  # scipy: sqrtm reference in the FVD tests
+    "test": ["pytest>=8.0", "pytest-timeout>=2.3", "scipy>=1.11", "av>=12.0"],  # scipy: sqrtm reference; av: video-folder tests
     "video": ["av>=12.0"],
     "tpu": ["jax[tpu]>=0.10.0"],
     "gpu": ["jax[cuda12]>=0.10.0"],
