@@ -167,3 +167,16 @@ def test_h5_cache_not_hdf5(tmp_path):
     (tmp_path / "x.h5").write_bytes(b"nope")
     with pytest.raises(dmlab.DataError, match="not a readable HDF5"):
         h5cache.H5Cache(tmp_path / "x.h5")
+
+
+def test_loads_from_many_threads_agree(tmp_path):
+    """Files are read in threads; numpy's header parse is serialised (CPython 3.11 compile() race)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = [tmp_path / f"{i}.npz" for i in range(4)]
+    for i, p in enumerate(paths):
+        _write(p, tag=i)
+    want = [dmlab.load_video(p)[0] for p in paths]
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda i: dmlab.load_video(paths[i % 4])[0], range(400)))
+    assert all(np.array_equal(g, want[i % 4]) for i, g in enumerate(got))

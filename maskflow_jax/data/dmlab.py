@@ -8,6 +8,8 @@ Files are sorted by relative path. Each `.npz` holds `video` uint8 (T, H, W, 3) 
 integer `actions` (T,) (0 left, 1 right, 2 forward; taken after frame t); other keys are ignored.
 Any bad file raises `DataError` naming the file, or, with `skip_corrupt`, is logged and counted.
 """
+import io
+import threading
 import zipfile
 import zlib
 from pathlib import Path
@@ -56,6 +58,19 @@ def list_split(root, split):
                     f"directly in {root}")
 
 
+# numpy parses a .npy header with ast.literal_eval, and CPython 3.11 before 3.11.8 can fail when
+# compile() runs in several threads at once ("SystemError: AST constructor recursion depth
+# mismatch", python/cpython#106905). Files are read in threads, so members are decompressed in
+# parallel (zlib releases the GIL) and only the header parse + copy is serialised.
+_PARSE_LOCK = threading.Lock()
+
+
+def _read_array(archive, name):
+    raw = archive.read(name + ".npy")
+    with _PARSE_LOCK:
+        return np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
+
+
 def load_video(path, *, min_length=1, image_size=None):
     """Loads and validates one trajectory.
 
@@ -67,15 +82,16 @@ def load_video(path, *, min_length=1, image_size=None):
       (video uint8 (T, H, W, 3), actions int32 (T,) or None).
     """
     try:
-        data = np.load(path, allow_pickle=False)
-        if not isinstance(data, np.lib.npyio.NpzFile):
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        if magic == b"\x93NUMPY":
             raise DataError(f"{path}: a bare .npy array, not an .npz archive; expected {EXPECTED}")
-        with data:
-            if "video" not in data.files:
-                raise DataError(f"{path}: no 'video' array (keys: {sorted(data.files)}); "
-                                f"expected {EXPECTED}")
-            video = data["video"]  # reading decompresses: CRC and zlib errors surface here
-            actions = data["actions"] if "actions" in data.files else None
+        with zipfile.ZipFile(path) as archive:
+            names = [n[:-4] for n in archive.namelist() if n.endswith(".npy")]
+            if "video" not in names:
+                raise DataError(f"{path}: no 'video' array (keys: {sorted(names)}); expected {EXPECTED}")
+            video = _read_array(archive, "video")  # decompressing checks the CRC
+            actions = _read_array(archive, "actions") if "actions" in names else None
     except DataError:
         raise
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
