@@ -3,7 +3,8 @@
     python benchmarks/tokenizer.py [--repeats 3] [--chunk 8] [--skip-vqf8]
 
 Two tokenizers, randomly initialised (speed does not depend on the weights), fp32:
-  maze: configs/maze.py (64x64 -> 16x16 tokens, 1024 codes);
+  maze: configs/maze.py at its data.resize_to (32x32 -> 8x8 tokens, 512 codes), and the same
+        model at the native 64x64 (16x16 tokens);
   vq-f8: the paper's LDM tokenizer (256x256 -> 32x32 tokens, 16384 codes; 67.7M parameters).
 Times the jitted encode (frames -> token ids) and decode (ids -> frames) of one chunk of
 `--chunk` frames, as `Tokenizer.encode/decode` run them. FLOPs come from XLA's cost analysis of
@@ -53,7 +54,9 @@ def main():
     ap.add_argument("--skip-vqf8", action="store_true")
     args = ap.parse_args()
     peak = matmul_peak_gflops()
-    rows = bench("maze", maze.get_config().tokenizer, 64, args.chunk, args.repeats)
+    mz = maze.get_config()
+    rows = bench("maze", mz.tokenizer, mz.data.resize_to, args.chunk, args.repeats)
+    rows += bench("maze@64", mz.tokenizer, 64, args.chunk, args.repeats)  # the same model at the native size
     if not args.skip_vqf8:
         cfg = base.get_base()
         base.set_vqf8_tokenizer(cfg)
