@@ -8,6 +8,7 @@ seconds per generated frame and the process's peak RSS after each length (flat =
 grow with L).
 """
 import argparse
+import functools
 import resource
 import sys
 
@@ -38,8 +39,8 @@ def main():
             params = trainer.init(jax.random.key(0)).params
         # Perturb the zero-initialised head so samples are not degenerate.
         params = jax.tree.map(lambda x: x + 0.02 * jax.random.normal(jax.random.key(3), x.shape), params)
-        logits_fn = lambda tok, t, p=params: trainer.model.apply({"params": p}, tok, t)  # noqa: E731
-        fwd = jax.jit(logits_fn)
+        apply_fn = lambda p, tok, t: trainer.model.apply({"params": p}, tok, t)  # noqa: E731
+        fwd = functools.partial(jax.jit(apply_fn), params)  # parameters as an argument, as inference.Run
         window = np.full((batch, F, GRID, GRID), V - 1, np.int32)
         window[:, :2] = 0
         ctx = np.zeros((batch, F), bool)
@@ -49,12 +50,12 @@ def main():
         row = {"B": batch, "ms_per_nfe": 1e3 * nfe_s}
         for name in ("mgm", "fm"):
             cfg.sampling.sampler, cfg.sampling.steps = name, STEPS
-            chunk = ro.make_chunk_fn(ro.make_sampler(cfg.sampling, V - 1), logits_fn)
+            chunk = ro.make_chunk_fn(ro.make_sampler(cfg.sampling, V - 1), apply_fn, params=params)
             sec = timeit(lambda: chunk(jax.random.key(0), window, ctx)[0], repeats=args.repeats)
             row[f"{name}_window_s"] = sec
             row[f"{name}_vs_20_forwards"] = sec / (STEPS * nfe_s)
         cfg.sampling.sampler = "mgm"
-        chunk = ro.make_chunk_fn(ro.make_sampler(cfg.sampling, V - 1), logits_fn)
+        chunk = ro.make_chunk_fn(ro.make_sampler(cfg.sampling, V - 1), apply_fn, params=params)
         context = np.zeros((batch, 2, GRID, GRID), np.int32)
         ro.rollout(jax.random.key(0), chunk, context, length=F, window=F, context=2, stride=14, mask_id=V - 1)  # compile
         for mult in map(int, args.horizons.split(",")):

@@ -69,8 +69,14 @@ class Run:
     _chunk_fns: dict = dataclasses.field(default_factory=dict)
 
     def logits_fn(self) -> Callable:
+        """logits_fn(tokens (B, F, H, W), t (B, F)) -> (B, F, H, W, V) with this run's parameters."""
         model, params = self.model, self.params
         return lambda tokens, t: model.apply({"params": params}, tokens, t)
+
+    def apply_fn(self) -> Callable:
+        """apply_fn(params, tokens, t) -> logits: the form the jitted samplers take (params as an argument)."""
+        model = self.model
+        return lambda params, tokens, t: model.apply({"params": params}, tokens, t)
 
     def chunk_fn(self, sampler=None, steps=None):
         key = (sampler or self.cfg.sampling.sampler, steps or self.cfg.sampling.steps)
@@ -78,7 +84,7 @@ class Run:
             s = ml_collections.ConfigDict(self.cfg.sampling.to_dict())
             s.sampler, s.steps = key
             fn = ro.make_sampler(s, mask_id=self.cfg.tokenizer.n_embed, kappa_name=self.cfg.flow.kappa)
-            self._chunk_fns[key] = ro.make_chunk_fn(fn, self.logits_fn())
+            self._chunk_fns[key] = ro.make_chunk_fn(fn, self.apply_fn(), params=self.params)
         return self._chunk_fns[key]
 
     def generate(self, rng, context_video=None, context_tokens=None, num_frames=None, context=None, stride=None,

@@ -91,3 +91,30 @@ def test_fm_sampler_through_config():
                               mask_id=MASK)
     assert tokens.shape == (1, 6, 2, 2) and info["nfe"] == 5 * 2
     np.testing.assert_array_equal(tokens[0, :, 0, 0], np.arange(6) % 8)
+
+
+def test_run_sampler_takes_parameters_as_arguments():
+    """inference.Run passes the parameters to the jitted chunk step as an argument. Closed over as
+    constants, an all-zero ("untrained") model at these sizes made XLA:CPU fold the sampler into one
+    repeated token; uniform logits must give tokens spread over the whole codebook."""
+    import types  # noqa: PLC0415
+
+    from maskflow_jax import inference  # noqa: PLC0415
+    from maskflow_jax.models.latte import make_denoiser  # noqa: PLC0415
+
+    frames, grid, n_embed = 16, 8, 128
+    cfg = tiny_config(frames=frames, grid=grid, n_embed=n_embed)
+    cfg.model.hidden, cfg.model.patch = 128, 1
+    cfg.sampling.context, cfg.sampling.stride, cfg.sampling.steps = 2, 14, 8
+    model = make_denoiser(cfg.model, n_embed + 1)
+    params = model.init(jax.random.key(0), jnp.zeros((1, frames, grid, grid), jnp.int32), jnp.ones((1, frames)))["params"]
+    run = inference.Run(cfg=cfg, tokenizer=types.SimpleNamespace(grid=(grid, grid)), model=model,
+                        params=jax.tree.map(jnp.zeros_like, params), step=0)
+    ctx = np.random.default_rng(0).integers(0, n_embed, (4, 2, grid, grid)).astype(np.int32)
+    tokens, info = run.generate(jax.random.key(0), context_tokens=ctx, num_frames=frames, decode=False)
+    new = tokens[:, 2:]
+    assert tokens.shape == (4, frames, grid, grid) and info["nfe"] == 8
+    assert new.max() < n_embed  # no MASK left
+    assert len(np.unique(new)) > 0.9 * n_embed, len(np.unique(new))
+    assert all(len(np.unique(new[b, f])) > 16 for b in range(4) for f in range(frames - 2))
+    assert run.chunk_fn()._cache_size() == 1

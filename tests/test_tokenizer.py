@@ -111,6 +111,29 @@ def test_training_reaches_psnr_and_beats_untrained():
     assert np.isfinite(float(metrics["loss"])) and float(metrics["code_usage"]) > 0.1
 
 
+def test_discriminator_runs_only_when_the_gan_is_on():
+    """disc_start = -1 never runs the PatchGAN (its parameters stay put, adversarial terms are 0);
+    disc_start = 1 leaves step 0 untouched and trains the discriminator from step 1."""
+    frames = jnp.asarray(pipeline.resize_video(maze.generate_trajectories(5, 1, 4)[0][0], 16))
+    moved = {}
+    for start in (-1, 1):
+        cfg = small_tok_cfg()
+        cfg.tokenizer.train.disc_start = start
+        _, init, step = tok_train.make_tokenizer_trainer(cfg.tokenizer, 16)
+        step = jax.jit(step)
+        s0 = init(jax.random.key(0))
+        s1, m1 = step(s0, frames)
+        s2, m2 = step(s1, frames)
+        delta = lambda a, b: max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+        moved[start] = (delta(s0.disc_params, s1.disc_params), delta(s1.disc_params, s2.disc_params))
+        if start < 0:
+            assert float(m1["disc_loss"]) == 0.0 and float(m2["gen_adv"]) == 0.0
+        else:
+            assert float(m2["disc_loss"]) > 0.0
+    assert moved[-1] == (0.0, 0.0), moved
+    assert moved[1][0] == 0.0 and moved[1][1] > 0.0, moved
+
+
 @pytest.mark.slow
 def test_train_tokenizer_mode_end_to_end(tmp_path):
     cfg = small_tok_cfg(32)

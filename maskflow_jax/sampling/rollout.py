@@ -13,6 +13,7 @@ Presets (SPEC §12; NFE at S = 20): ffs_chunk (T_w 16, m 2, s 14): 60 / 120 / 24
 L = 32 / 80 / 160; ffs_ar (m 15, s 1): 340 / 1300 / 2900; dmlab_ar (T_w 36, m 35, s 1).
 """
 import dataclasses
+import functools
 import time
 
 import jax
@@ -74,9 +75,25 @@ def make_sampler(sampling_cfg, mask_id, kappa_name="sigmoid"):
     raise ValueError(f"config.sampling.sampler={s.sampler!r}: expected mgm or fm")
 
 
-def make_chunk_fn(sampler, logits_fn):
-    """The jitted chunk step: (rng, window (B, T_w, H, W), context (B, T_w) bool) -> (window, nfe)."""
-    return jax.jit(lambda rng, window, context: sampler(rng, logits_fn, window, context))
+def make_chunk_fn(sampler, logits_fn, params=None):
+    """The jitted chunk step: (rng, window (B, T_w, H, W), context (B, T_w) bool) -> (window, nfe).
+
+    With `params`, logits_fn is called as logits_fn(params, tokens, t) and the parameters enter the
+    compiled step as an argument. Real models must be passed this way: parameters closed over by a
+    jitted function become compile-time constants, which XLA constant-folds (slow compiles, one
+    executable per parameter set) and, on XLA:CPU with all-zero parameters at batch >= 4, folded the
+    sampler into a single repeated token. `_cache_size()` of the returned function reports the jitted
+    step's compilations.
+    """
+    if params is None:
+        return jax.jit(lambda rng, window, context: sampler(rng, logits_fn, window, context))
+    step = jax.jit(lambda p, rng, window, context: sampler(rng, functools.partial(logits_fn, p), window, context))
+
+    def chunk(rng, window, context):
+        return step(params, rng, window, context)
+
+    chunk._cache_size = step._cache_size  # noqa: SLF001  (one compilation per shape, as the closure form)
+    return chunk
 
 
 def rollout(rng, chunk_fn, context_tokens, *, length, window, context, stride, mask_id, grid=None, batch=None,

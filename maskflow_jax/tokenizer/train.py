@@ -12,7 +12,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import logging
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -76,14 +75,18 @@ def make_tokenizer_trainer(tok_cfg, resolution):
 
     def step(state, frames):
         x = to_unit(frames)
-        adv_on = (tcfg.disc_start >= 0) & (state.step >= tcfg.disc_start)
+        use_disc = tcfg.disc_start >= 0  # static: with no GAN the discriminator is never run (saves its cost)
+        adv_on = use_disc & (state.step >= tcfg.disc_start)
 
         def gen_loss(params):
             recon, aux = model.apply({"params": params}, x)
             rec = tcfg.l1_weight * jnp.mean(jnp.abs(recon - x)) + tcfg.l2_weight * jnp.mean((recon - x) ** 2)
             loss = rec + aux["codebook_loss"] + aux["commit_loss"]
-            g_adv = -jnp.mean(disc.apply({"params": state.disc_params}, recon))
-            loss = loss + jnp.where(adv_on, tcfg.disc_weight * g_adv, 0.0)
+            if use_disc:
+                g_adv = -jnp.mean(disc.apply({"params": state.disc_params}, recon))
+                loss = loss + jnp.where(adv_on, tcfg.disc_weight * g_adv, 0.0)
+            else:
+                g_adv = jnp.zeros((), jnp.float32)
             return loss, (recon, aux, rec, g_adv)
 
         (loss, (recon, aux, rec, g_adv)), grads = jax.value_and_grad(gen_loss, has_aux=True)(state.params)
@@ -95,10 +98,13 @@ def make_tokenizer_trainer(tok_cfg, resolution):
             fake = disc.apply({"params": dp}, jax.lax.stop_gradient(recon))
             return jnp.mean(jax.nn.relu(1.0 - real)) + jnp.mean(jax.nn.relu(1.0 + fake))
 
-        d_loss, d_grads = jax.value_and_grad(disc_loss)(state.disc_params)
-        d_grads = jax.tree.map(lambda g: jnp.where(adv_on, g, 0.0), d_grads)
-        d_updates, disc_opt_state = dtx.update(d_grads, state.disc_opt_state, state.disc_params)
-        disc_params = optax.apply_updates(state.disc_params, d_updates)
+        if use_disc:
+            d_loss, d_grads = jax.value_and_grad(disc_loss)(state.disc_params)
+            d_grads = jax.tree.map(lambda g: jnp.where(adv_on, g, 0.0), d_grads)
+            d_updates, disc_opt_state = dtx.update(d_grads, state.disc_opt_state, state.disc_params)
+            disc_params = optax.apply_updates(state.disc_params, d_updates)
+        else:
+            d_loss, disc_params, disc_opt_state = jnp.zeros((), jnp.float32), state.disc_params, state.disc_opt_state
 
         counts, used, perplexity = code_usage(aux["ids"], tok_cfg.n_embed)
         usage = state.usage + counts
