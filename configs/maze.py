@@ -39,7 +39,7 @@ def get_config(arg=None):
     c.model.size = "tiny"  # D 128, 4 blocks, 4 heads
     # Patch 1 on the 8x8 grid: at patch 2 one 128-d vector must carry four of 512 codes in and out, and
     # the model had not learned even to copy the previous frame after 1000 steps (masked accuracy 0.19);
-    # patch 1 reaches 0.35 at 1500 steps. A step costs ~0.7 s instead of ~0.4 s.
+    # patch 1 reaches 0.35 at 1500 steps. A step costs ~0.73 s instead of ~0.4 s (train_metrics.jsonl).
     c.model.patch = 1
     c.train.steps = 560
     c.train.lr = 5e-4
@@ -53,7 +53,7 @@ def get_config(arg=None):
     # MaskGIT's annealed Gumbel confidence: with greedy confidence this small model commits the tokens
     # of the previous frame first and the camera freezes after a few frames.
     c.sampling.randomize = "linear"
-    c.sampling.steps = 12  # MGM steps per chunk (NFE): with 20 steps the run took 21 min
+    c.sampling.steps = 12  # MGM steps (NFE) per chunk: with 20 (and 700 denoiser steps) the run took 21 min
     c.sampling.context = 2
     c.sampling.stride = 14
     c.sampling.horizon = 160  # 10x the clip length

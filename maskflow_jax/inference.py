@@ -9,6 +9,7 @@
 grid to `<workdir>/samples/`.
 """
 import dataclasses
+import functools
 import json
 import os
 from typing import Any, Callable, Optional
@@ -68,15 +69,16 @@ class Run:
     step: int
     _chunk_fns: dict = dataclasses.field(default_factory=dict)
 
-    def logits_fn(self) -> Callable:
-        """logits_fn(tokens (B, F, H, W), t (B, F)) -> (B, F, H, W, V) with this run's parameters."""
-        model, params = self.model, self.params
-        return lambda tokens, t: model.apply({"params": params}, tokens, t)
-
     def apply_fn(self) -> Callable:
-        """apply_fn(params, tokens, t) -> logits: the form the jitted samplers take (params as an argument)."""
+        """apply_fn(params, tokens (B, F, H, W), t (B, F)) -> logits (B, F, H, W, V): the form the jitted
+        samplers take (parameters as an argument, never as compile-time constants)."""
         model = self.model
         return lambda params, tokens, t: model.apply({"params": params}, tokens, t)
+
+    def logits_fn(self) -> Callable:
+        """logits_fn(tokens, t) -> logits with this run's parameters bound (for eager use in a notebook;
+        to jit, jit apply_fn and pass the parameters)."""
+        return functools.partial(self.apply_fn(), self.params)
 
     def chunk_fn(self, sampler=None, steps=None):
         key = (sampler or self.cfg.sampling.sampler, steps or self.cfg.sampling.steps)

@@ -25,7 +25,6 @@ def evaluate_horizons(cfg, workdir):
     horizon is a prefix of a longer one) and returns FVD rows of the last 16 frames of every horizon,
     for the model and the baselines; writes GIFs, a frame strip and the FVD plot."""
     from maskflow_jax.eval import i3d, plot, protocols  # noqa: PLC0415
-    from maskflow_jax.eval.fvd import FeatureStats  # noqa: PLC0415
 
     run = inference.load_run(workdir, cfg=cfg, use_ema=cfg.eval.use_ema)
     untrained = inference.Run(cfg=cfg, tokenizer=run.tokenizer, model=run.model,
@@ -47,21 +46,20 @@ def evaluate_horizons(cfg, workdir):
     inference.save_frame_grid(os.path.join(samples, "strip.png"), video[0], every=max(1, longest // 16), columns=16)
     full, _ = run.generate(jax.random.key(0), context=0, num_frames=f, batch_size=2)  # one window, no context
     inference.save_gif(os.path.join(samples, "full_sequence.gif"), full[0])
+
+    def stats(videos):
+        return protocols.video_stats("maze", videos, feature_fn=feature_fn, batch_size=cfg.eval.batch_size)
+
     rows = []
-    kw = dict(feature_fn=feature_fn, use_ema=cfg.eval.use_ema, batch_size=cfg.eval.batch_size)
-    stats_kw = {k: kw[k] for k in ("feature_fn", "batch_size")}
-    frozen_stats = protocols.video_stats("maze", frozen, **stats_kw)  # the same clip at every horizon: once
+    frozen_stats = stats(frozen)  # the same clip at every horizon: its I3D features are computed once
     for length in horizons:
         sl = slice(length - WINDOW, length)
-        reference = protocols.video_stats("maze", real_pixels[:, sl], **stats_kw)
-        candidates = {"tokenizer reconstruction (ceiling)": run.tokenizer.decode(real_tokens[:, sl]),
-                      "MaskFlow": video[:, sl], "frozen last context frame": frozen_stats,
-                      "untrained denoiser": blank[:, sl]}
+        reference = stats(real_pixels[:, sl])
+        candidates = {"tokenizer reconstruction (ceiling)": stats(run.tokenizer.decode(real_tokens[:, sl])),
+                      "MaskFlow": stats(video[:, sl]), "frozen last context frame": frozen_stats,
+                      "untrained denoiser": stats(blank[:, sl])}
         for name, fake in candidates.items():
-            if isinstance(fake, FeatureStats):
-                res = protocols.make_record("maze", reference, fake, use_ema=kw["use_ema"])
-            else:
-                res = protocols.evaluate_fvd("maze", reference, fake, **kw)
+            res = protocols.make_record("maze", reference, fake, use_ema=cfg.eval.use_ema)
             rows.append({"horizon": length, "method": name, "fvd": res["fvd"], "num_videos": res["num_fake"],
                          "nfe": _prefix_nfe(cfg, longest, length, info) if name == "MaskFlow" else None,
                          "seconds_per_frame": per_frame if name == "MaskFlow" else None})
