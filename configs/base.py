@@ -122,12 +122,14 @@ def get_base():
     tr.steps = 400_000  # optimizer steps
     tr.lr = 1e-4  # AdamW learning rate (constant after warm-up)
     tr.warmup_steps = 0  # linear warm-up steps
+    tr.lr_schedule = "constant"  # constant (the release) | cosine (decay to 0 at train.steps, for short runs)
     tr.b1 = 0.9  # AdamW beta1
     tr.b2 = 0.999  # AdamW beta2
     tr.weight_decay = 0.0  # AdamW weight decay
     tr.grad_clip = 2.0  # global-norm gradient clipping
     tr.grad_accum = 1  # microbatches per step (same result as the full batch, less activation memory)
     tr.ema_decay = 0.9999  # EMA decay of the parameters
+    tr.ema_warmup = False  # True: decay min(ema_decay, (1 + step) / (10 + step)) (for short runs; the release has none)
     tr.log_every = 100  # steps between metric lines (stdout, JSONL, TensorBoard)
     tr.ckpt_every = 5000  # steps between checkpoints
     tr.keep_checkpoints = 3  # checkpoints kept on disk

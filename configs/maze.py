@@ -3,7 +3,7 @@
     pip install -e . && python -m maskflow_jax.main --config=configs/maze.py --workdir=runs/maze
 
 Generates first-person maze trajectories in the DMLab format (maskflow_jax/data/maze.py), trains a
-small VQ tokenizer (64x64 frames resized to 32x32 -> 8x8 tokens, 512 codes), a small discrete
+small VQ tokenizer (64x64 frames resized to 32x32 -> 8x8 tokens, 128 codes), a small discrete
 Latte denoiser (patch 1: one transformer token per VQ token) on 16-frame clips, generates videos to
 10x the clip length with the chunk-wise MGM sampler (annealed Gumbel confidence) and reports FVD
 per horizon against baselines. Sizes fit ~20 minutes on a 2-core CPU.
@@ -29,10 +29,12 @@ def get_config(arg=None):
     c.tokenizer.num_res_blocks = 1
     c.tokenizer.z_channels = 32
     c.tokenizer.embed_dim = 32
-    c.tokenizer.n_embed = 512  # vocabulary 513 with MASK
+    # 128 codes: held-out PSNR 19.0 dB, the same as 512 codes (18.2-19.0 dB) at this training budget, but
+    # consecutive frames share 40% of their tokens instead of 33%, so the denoiser's targets are less noisy.
+    c.tokenizer.n_embed = 128  # vocabulary 129 with MASK
     c.tokenizer.train.steps = 400
     c.tokenizer.train.batch_size = 16
-    c.tokenizer.train.lr = 4e-4
+    c.tokenizer.train.lr = 1e-3  # 4e-4 gave 0.5 dB less at 400 steps
     c.tokenizer.train.image_every = 200
     c.tokenizer.train.ckpt_every = 200
 
@@ -42,9 +44,10 @@ def get_config(arg=None):
     # patch 1 reaches 0.35 at 1500 steps. A step costs ~0.73 s instead of ~0.4 s (train_metrics.jsonl).
     c.model.patch = 1
     c.train.steps = 560
-    c.train.lr = 5e-4
+    c.train.lr = 2e-3  # reaches at 300 steps the held-out accuracy 5e-4 reached at 560
     c.train.warmup_steps = 50
     c.train.ema_decay = 0.995
+    c.train.ema_warmup = True  # min(0.995, (1 + step) / (10 + step)): a fixed 0.995 keeps 6% of the init after 560 steps
     c.train.log_every = 50
     c.train.ckpt_every = 250
     c.train.sample_every = 0

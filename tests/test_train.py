@@ -147,3 +147,43 @@ def test_gradient_accumulation_equals_full_batch(data):
     assert l4 == pytest.approx(l1, rel=1e-5) and a4 == pytest.approx(a1, abs=1e-6)
     for a, b in zip(p1, p4):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_ema_warmup_decay_values_and_first_step(data):
+    from maskflow_jax.train.state import ema_decay_at  # noqa: PLC0415
+
+    assert float(ema_decay_at(0, 0.9999, warmup=False)) == pytest.approx(0.9999)
+    assert float(ema_decay_at(0, 0.9999, warmup=True)) == pytest.approx(0.1)
+    assert float(ema_decay_at(90, 0.9999, warmup=True)) == pytest.approx(0.91)
+    assert float(ema_decay_at(10_000, 0.995, warmup=True)) == pytest.approx(0.995)  # capped at ema_decay
+    # One optimizer step: with warm-up the EMA is 0.1 * init + 0.9 * params; without, 0.9 * init + 0.1 * params.
+    for warmup, w_init in [(True, 0.1), (False, 0.9)]:
+        cfg = tiny_config(train__ema_decay=0.9, train__ema_warmup=warmup, train__lr=1e-2)
+        trainer = build_trainer(cfg, _mesh((1, 1, 1)))
+        batch = {"tokens": jax.device_put(jnp.asarray(data[:8]), trainer.batch_sharding)}
+        with jax.set_mesh(trainer.mesh):
+            init = trainer.init(jax.random.key(0))
+            init_params = _leaves(init.params)  # the step donates its input state
+            state, _ = trainer.step(init, batch)
+        moved = False
+        for e, p0, p1 in zip(_leaves(state.ema_params), init_params, _leaves(state.params)):
+            np.testing.assert_allclose(e, w_init * p0 + (1 - w_init) * p1, rtol=1e-5, atol=1e-6)
+            moved |= not np.allclose(p0, p1)
+        assert moved
+
+
+def test_learning_rate_schedules():
+    from maskflow_jax.train.optimizer import learning_rate_schedule  # noqa: PLC0415
+
+    const = learning_rate_schedule(tiny_config(train__lr=1e-3, train__warmup_steps=10, train__steps=100,
+                                               train__lr_schedule="constant").train)
+    cos = learning_rate_schedule(tiny_config(train__lr=1e-3, train__warmup_steps=10, train__steps=100,
+                                             train__lr_schedule="cosine").train)
+    for s in (0, 5, 10):  # the same linear warm-up
+        assert float(cos(s)) == pytest.approx(float(const(s)), abs=1e-9)
+    assert float(const(5)) == pytest.approx(5e-4)
+    assert float(const(99)) == pytest.approx(1e-3)
+    assert float(cos(55)) == pytest.approx(5e-4, rel=1e-4)  # half-way through the decay
+    assert float(cos(100)) == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        learning_rate_schedule(tiny_config(train__lr_schedule="linear").train)

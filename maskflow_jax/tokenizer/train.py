@@ -22,7 +22,7 @@ from maskflow_jax.tokenizer.api import Tokenizer, to_unit
 from maskflow_jax.tokenizer.model import make_vq_model
 from maskflow_jax.tokenizer.quantizer import code_usage, restart_dead_codes
 from maskflow_jax.train.metrics import MetricWriter
-from maskflow_jax.train.state import ema_update
+from maskflow_jax.train.state import ema_decay_at, ema_update
 
 RESTART_EVERY = 100  # steps between dead-code restarts (codes unused over that window restart)
 
@@ -118,8 +118,7 @@ def make_tokenizer_trainer(tok_cfg, resolution):
         params, restarted = jax.lax.cond(restart_now, restart, lambda p: (p, jnp.zeros((), jnp.int32)), params)
         usage = jnp.where(restart_now, jnp.zeros_like(usage), usage)
         # EMA with the usual warm-up, so short runs are not dominated by the initialisation.
-        decay = jnp.minimum(tcfg.ema_decay, (1.0 + state.step) / (10.0 + state.step))
-        ema = ema_update(state.ema_params, params, decay)
+        ema = ema_update(state.ema_params, params, ema_decay_at(state.step, tcfg.ema_decay, warmup=True))
         metrics = {"loss": loss, "recon_loss": rec, "codebook_loss": aux["codebook_loss"],
                    "commit_loss": aux["commit_loss"], "psnr": psnr(jnp.clip(recon, -1, 1), x), "code_usage": used,
                    "perplexity": perplexity, "disc_loss": d_loss, "gen_adv": g_adv, "restarted": restarted}

@@ -12,7 +12,7 @@ import optax
 
 from maskflow_jax.flow import corruption, losses
 from maskflow_jax.train.optimizer import learning_rate_schedule, make_optimizer
-from maskflow_jax.train.state import TrainState, ema_update
+from maskflow_jax.train.state import TrainState, ema_decay_at, ema_update
 
 
 def corrupt_batch(rng, tokens, flow_cfg, mask_id):
@@ -96,7 +96,8 @@ def make_train_step(model, cfg, mask_id):
         loss, metrics, grads = grads_and_metrics(state.params, full)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        ema = ema_update(state.ema_params, params, cfg.train.ema_decay)
+        ema = ema_update(state.ema_params, params,
+                         ema_decay_at(state.step, cfg.train.ema_decay, cfg.train.get("ema_warmup", False)))
         metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads), lr=schedule(state.step))
         new_state = state.replace(step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state)
         return new_state, metrics
