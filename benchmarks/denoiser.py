@@ -11,7 +11,6 @@ import argparse
 import sys
 
 import jax
-import jax.numpy as jnp
 
 sys.path.insert(0, ".")
 from benchmarks.common import latte_forward_gflop, matmul_peak_gflops, timeit, write_json  # noqa: E402
