@@ -57,14 +57,19 @@ def save(manager, step, state, meta, data_iter=None, force=False):
     return manager.save(int(step), args=ocp.args.Composite(**items), force=force)
 
 
-def restore_latest(manager, target, data_iter=None):
+def restore_latest(manager, target, data_iter=None, step=None):
     """Restores the newest readable checkpoint onto `target`; returns (step, state, meta) or None.
 
     If the newest step cannot be read (a truncated or damaged save), logs a warning and tries the
     previous one, and so on. Raises CheckpointError if steps exist but none is readable, or if the
-    saved state version differs from this code's.
+    saved state version differs from this code's. step: restore exactly this step (CheckpointError
+    naming the saved steps if it is not on disk or unreadable).
     """
     steps = sorted(manager.all_steps(), reverse=True)
+    if step is not None:
+        if int(step) not in steps:
+            raise CheckpointError(f"no checkpoint step {step} in {manager.directory}; saved steps: {sorted(steps)}")
+        steps = [int(step)]
     if not steps:
         return None
     errors = []

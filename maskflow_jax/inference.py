@@ -29,7 +29,7 @@ def _one_device_config(cfg):
 
 
 def load_denoiser(cfg, workdir, use_ema=True, step=None):
-    """(model, params, step) of the run's latest denoiser checkpoint on one device."""
+    """(model, params, step) of the run's latest denoiser checkpoint (or of checkpoint `step`) on one device."""
     cfg = _one_device_config(cfg)
     from maskflow_jax.parallel.mesh import make_mesh  # noqa: PLC0415
 
@@ -37,7 +37,8 @@ def load_denoiser(cfg, workdir, use_ema=True, step=None):
     manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"))
     try:
         restored = checkpoint.restore_latest(manager, checkpoint.abstract_target(trainer.abstract_state,
-                                                                                 trainer.state_shardings))
+                                                                                 trainer.state_shardings),
+                                            step=step)
     finally:
         manager.close()
     if restored is None:
@@ -117,12 +118,13 @@ class Run:
         return (self.tokenizer.decode(tokens) if decode else tokens), info
 
 
-def load_run(workdir, cfg=None, use_ema=True):
-    """Loads a trained run (config from its checkpoint unless given; EMA weights by default)."""
+def load_run(workdir, cfg=None, use_ema=True, step=None):
+    """Loads a trained run (config from its checkpoint unless given; EMA weights by default; the latest
+    checkpoint unless `step` names one)."""
     from maskflow_jax.tokenizer.train import load_tokenizer  # noqa: PLC0415
 
     cfg = cfg if cfg is not None else saved_config(workdir)
-    model, params, step = load_denoiser(cfg, workdir, use_ema=use_ema)
+    model, params, step = load_denoiser(cfg, workdir, use_ema=use_ema, step=step)
     return Run(cfg=cfg, tokenizer=load_tokenizer(cfg, workdir), model=model, params=params, step=step)
 
 

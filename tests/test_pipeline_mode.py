@@ -20,6 +20,10 @@ def test_smoke_pipeline_end_to_end_and_restart(smoke_run):
     assert {r["method"] for r in rows} == {"MaskFlow", "frozen last context frame", "untrained denoiser",
                                            "tokenizer reconstruction (ceiling)"}
     assert all(r["fvd"] > 0 for r in rows) and os.path.exists(os.path.join(workdir, "samples", "horizon_16.gif"))
+    checks = results["eval"]["prediction"]  # m = context (2) and F - 1 (7) on 8-frame held-out windows
+    assert [c["context"] for c in checks] == [2, 7] and all(c["num_clips"] == 8 for c in checks)
+    assert all(0 <= c["accuracy"] <= 1 and 0 < c["changed_fraction"] < 1 for c in checks)
+    assert "## Next-frame token prediction (teacher-forced, 8 held-out clips)" in report
 
     # Restart after losing the last stage: earlier stages are skipped, the FVD table is reproduced.
     before = {s: os.path.getmtime(stages.marker_path(workdir, s)) for s in ("tokenizer", "denoiser")}
@@ -29,6 +33,7 @@ def test_smoke_pipeline_end_to_end_and_restart(smoke_run):
     assert {s: os.path.getmtime(stages.marker_path(workdir, s)) for s in before} == before
     assert json.dumps([round(r["fvd"], 2) for r in again["eval"]["rows"]]) == \
         json.dumps([round(r["fvd"], 2) for r in rows])
+    assert again["eval"]["prediction"] == checks
     assert os.path.exists(os.path.join(workdir, "REPORT.md"))
 
 

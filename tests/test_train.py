@@ -118,6 +118,10 @@ def test_checkpoint_from_8_devices_restores_on_1_and_damaged_latest_falls_back(t
     assert all(len(x.sharding.device_set) == 1 for x in jax.tree.leaves(state.params))
     for a, b in zip(_leaves(state.params), _leaves(trained.params)):
         np.testing.assert_array_equal(a, b)
+    step3, state3, _ = checkpoint.restore_latest(manager, target, step=3)  # an older step on request
+    assert step3 == 3 and int(state3.step) == 3
+    with pytest.raises(checkpoint.CheckpointError, match=r"no checkpoint step 4 .*saved steps: \[3, 6\]"):
+        checkpoint.restore_latest(manager, target, step=4)
     # Damage the newest checkpoint: restore falls back to step 3 (with a warning).
     state_dir = os.path.join(workdir, "checkpoints", "6", "state")
     shutil.rmtree(state_dir)
