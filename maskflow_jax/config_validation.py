@@ -1,6 +1,8 @@
 """Checks a config tree before anything expensive runs; errors name the field and the fix."""
 import math
 
+from maskflow_jax.train.optimizer import LR_SCHEDULES
+
 KAPPAS = ("sigmoid", "linear", "cosine", "cubic", "quadratic", "root", "sine", "arccos", "arcsin")
 MODEL_SIZES = ("tiny", "S", "B", "L", "XL")
 
@@ -77,10 +79,9 @@ def validate(cfg, num_devices=None):
     _check(tr.steps >= 1, "train.steps", f"got {tr.steps}")
     _check(tr.lr > 0, "train.lr", f"got {tr.lr}")
     _check(tr.warmup_steps >= 0, "train.warmup_steps", f"got {tr.warmup_steps}")
-    _check(tr.get("lr_schedule", "constant") in ("constant", "cosine"), "train.lr_schedule",
-           f"got {tr.get('lr_schedule')!r}; expected constant or cosine")
+    _check(tr.get("lr_schedule", "constant") in LR_SCHEDULES, "train.lr_schedule",
+           f"got {tr.get('lr_schedule')!r}; expected one of {LR_SCHEDULES}")
     _check(0 <= tr.ema_decay < 1, "train.ema_decay", f"got {tr.ema_decay}; must be in [0, 1)")
-    _check(isinstance(tr.get("ema_warmup", False), bool), "train.ema_warmup", f"got {tr.get('ema_warmup')!r}; expected True or False")
     _check(tr.grad_clip > 0, "train.grad_clip", f"got {tr.grad_clip}")
     _check(tr.grad_accum >= 1, "train.grad_accum", f"got {tr.grad_accum}")
     _check(d.batch_size % tr.grad_accum == 0, "train.grad_accum",
