@@ -22,7 +22,8 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
-    "test": ["pytest>=8.0", "pytest-timeout>=2.3", "scipy>=1.11", "av>=12.0"],  # scipy: sqrtm reference; av: video-folder tests
+    "test": ["pytest>=8.0", "pytest-timeout>=2.3", "pytest-xdist>=3.5", "scipy>=1.11", "av>=12.0"],
+    # xdist: the suite runs on 2 workers (pytest.ini); scipy: sqrtm reference; av: video-folder tests
     "video": ["av>=12.0"],
     "tpu": ["jax[tpu]>=0.10.0"],
     "gpu": ["jax[cuda12]>=0.10.0"],

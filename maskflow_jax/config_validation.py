@@ -53,6 +53,10 @@ def validate(cfg, num_devices=None):
     _one_of(m.dtype, "model.dtype", ("float32", "bfloat16", "float16"))
     _one_of(m.param_dtype, "model.param_dtype", ("float32", "bfloat16"))
     _one_of(m.remat_policy, "model.remat_policy", ("nothing", "dots"))
+    if m.action_cond:
+        _check(d.use_actions, "model.action_cond",
+               "an action-conditioned model needs the clips' actions: also set config.data.use_actions=True")
+        _check(m.num_actions >= 1, "model.num_actions", f"got {m.num_actions}; DMLab and the maze use 3")
 
     _one_of(f.kappa, "flow.kappa", KAPPAS)
     _one_of(f.noise_level, "flow.noise_level", ("random_all", "constant", "dynamic"))

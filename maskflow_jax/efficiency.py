@@ -58,14 +58,16 @@ def check_finished(workdir):
             "with --mode=efficiency")
 
 
-def _generate(run, seed, ctx, length, *, context, stride, sampler, steps, warmed):
+def _generate(run, seed, ctx, length, *, context, stride, sampler, steps, warmed, actions=None):
     """Token videos (N, length, h, w) and the rollout info; a warm-up chunk compiles the chunk step of
-    (sampler, steps, batch) first (every chunk has the same shapes), so timings exclude compilation."""
+    (sampler, steps, batch) first (every chunk has the same shapes), so timings exclude compilation.
+    actions: int (N, >= length) for an action-conditioned run, else None."""
     kw = dict(context=context, stride=stride, sampler=sampler, steps=steps, decode=False)
+    act = (lambda n: None) if actions is None else (lambda n: actions[:, :n])  # noqa: E731
     if (sampler, steps, len(ctx)) not in warmed:
-        run.generate(jax.random.key(seed), context_tokens=ctx, num_frames=context + 1, **kw)
+        run.generate(jax.random.key(seed), context_tokens=ctx, num_frames=context + 1, actions=act(context + 1), **kw)
         warmed.add((sampler, steps, len(ctx)))
-    return run.generate(jax.random.key(seed), context_tokens=ctx, num_frames=length, **kw)
+    return run.generate(jax.random.key(seed), context_tokens=ctx, num_frames=length, actions=act(length), **kw)
 
 
 def _row(run, protocols, reference, tokens, info, fvd_kw, **fields):
@@ -97,7 +99,10 @@ def efficiency_rows(cfg, workdir, *, feature_fn=None, run=None):
     feature = "custom feature_fn" if feature_fn is not None else protocols.I3D_FEATURE
     feature_fn = feature_fn or i3d.make_feature_fn(weights=cfg.eval.i3d_weights)
     fvd_kw = dict(feature_fn=feature_fn, use_ema=cfg.eval.use_ema, batch_size=cfg.eval.batch_size)
-    real_tokens, real_pixels = evaluate.heldout(cfg, workdir, e.num_videos, max([sweep_len] + lengths))
+    longest = max([sweep_len] + lengths)
+    real_tokens, real_pixels = evaluate.heldout(cfg, workdir, e.num_videos, longest)
+    actions = evaluate.heldout_actions(cfg, workdir, evaluate.heldout_indices(cfg, workdir, e.num_videos, longest),
+                                       longest)
     refs, warmed = {}, set()
 
     def reference(length):  # feature statistics of the real frames [length - WINDOW, length), computed once
@@ -110,7 +115,8 @@ def efficiency_rows(cfg, workdir, *, feature_fn=None, run=None):
     for sampler, steps_list in (("mgm", e.mgm_steps), ("fm", e.fm_steps)):
         for steps in steps_list:
             tok, info = _generate(run, cfg.seed, real_tokens[:, :s.context], sweep_len, context=s.context,
-                                  stride=s.stride, sampler=sampler, steps=steps, warmed=warmed)
+                                  stride=s.stride, sampler=sampler, steps=steps, warmed=warmed,
+                                  actions=actions)
             sweep.append(_row(run, protocols, reference(sweep_len), tok, info, fvd_kw, label=sampler.upper(),
                               sampler=sampler, steps=steps, context=s.context, stride=s.stride, feature=feature))
     modes = {"full sequence": (2, t_w - 2), "autoregressive": (t_w - 1, 1)}  # (m, s): configs/base.py chunk / ar
@@ -118,7 +124,7 @@ def efficiency_rows(cfg, workdir, *, feature_fn=None, run=None):
     for length in lengths:
         for mode, (m, stride) in modes.items():
             tok, info = _generate(run, cfg.seed, real_tokens[:, :m], length, context=m, stride=stride,
-                                  sampler=s.sampler, steps=s.steps, warmed=warmed)
+                                  sampler=s.sampler, steps=s.steps, warmed=warmed, actions=actions)
             by_length.append(_row(run, protocols, reference(length), tok, info, fvd_kw, label=mode, mode=mode,
                                   multiple=length / t_w, sampler=s.sampler, steps=s.steps, context=m, stride=stride,
                                   feature=feature))

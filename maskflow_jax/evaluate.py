@@ -70,6 +70,26 @@ def heldout(cfg, workdir, num, length):
     return parts[0]
 
 
+def heldout_actions(cfg, workdir, indices, length):
+    """int32 (N, length) actions of held-out videos `indices` for an action-conditioned run
+    (config.model.action_cond), else None. actions[:, f] is the action taken after frame f."""
+    if not cfg.model.get("action_cond", False):
+        return None
+    tok, _ = _sources(cfg, workdir)
+    out = []
+    for i in indices:
+        acts = tok[i].get("actions")
+        if acts is None:
+            raise ValueError(f"config.model.action_cond=True but held-out video {i} of split {cfg.data.eval_split!r} "
+                             "has no actions in the token cache: use data with actions (DMLab, the maze) or set "
+                             "config.model.action_cond=False")
+        if len(acts) < length:
+            raise ValueError(f"an action-conditioned run needs the actions of all {length} generated frames, but "
+                             f"held-out video {i} has {len(acts)}: lower config.sampling.horizon to <= {len(acts)}")
+        out.append(np.asarray(acts[:length], np.int32))
+    return np.stack(out)
+
+
 def _feature_fn(cfg, resolution):
     from maskflow_jax.eval import i3d  # noqa: PLC0415
 
@@ -121,10 +141,11 @@ def evaluate_run(cfg, workdir, *, feature_fn=None, run=None, seed=0):
     psnr, ssim = [[] for _ in windows], [[] for _ in windows]
     nfe, gen_seconds, t0 = None, 0.0, time.time()
     key = jax.random.key(seed)
+    actions = heldout_actions(cfg, workdir, idx, length)
     for b, (tok, real) in enumerate(heldout_batches(cfg, workdir, idx, real_len, bs)):
         start = time.perf_counter()
         fake, info = run.generate(jax.random.fold_in(key, b), context_tokens=tok[:, :m], num_frames=length,
-                                  context=m)
+                                  context=m, actions=None if actions is None else actions[b * bs:(b + 1) * bs])
         gen_seconds += time.perf_counter() - start
         nfe = info["nfe"]
         fake = np.asarray(fake)

@@ -71,10 +71,34 @@ class Run:
     _chunk_fns: dict = dataclasses.field(default_factory=dict)
 
     def apply_fn(self) -> Callable:
-        """apply_fn(params, tokens (B, F, H, W), t (B, F)) -> logits (B, F, H, W, V): the form the jitted
-        samplers take (parameters as an argument, never as compile-time constants)."""
+        """apply_fn(params, tokens (B, F, H, W), t (B, F)[, actions (B, F)]) -> logits (B, F, H, W, V): the
+        form the jitted samplers take (parameters as an argument, never as compile-time constants)."""
         model = self.model
-        return lambda params, tokens, t: model.apply({"params": params}, tokens, t)
+        return lambda params, tokens, t, actions=None: model.apply({"params": params}, tokens, t, actions=actions)
+
+    @property
+    def action_cond(self) -> bool:
+        return bool(self.cfg.model.get("action_cond", False))
+
+    def check_actions(self, actions, batch, length):
+        """The actions generate() needs: None for an unconditional model; int32 (B, L) in
+        [0, model.num_actions) for an action-conditioned one (else a ValueError naming the fix; rollout
+        checks the shape)."""
+        if not self.action_cond:
+            if actions is not None:
+                raise ValueError("actions given, but this run's denoiser is not action-conditioned "
+                                 "(config.model.action_cond=False): drop actions=")
+            return None
+        if actions is None:
+            raise ValueError("this run's denoiser is action-conditioned (config.model.action_cond=True): pass "
+                             f"actions=int (B, L) = ({batch}, {length}), e.g. the held-out videos' actions "
+                             "(evaluate.heldout_actions)")
+        actions = np.asarray(actions)
+        n = self.cfg.model.num_actions
+        if actions.size and (actions.min() < 0 or actions.max() >= n):
+            raise ValueError(f"action ids must be in [0, {n}) (config.model.num_actions); got "
+                             f"[{actions.min()}, {actions.max()}]")
+        return actions
 
     def logits_fn(self) -> Callable:
         """logits_fn(tokens, t) -> logits with this run's parameters bound (for eager use in a notebook;
@@ -91,11 +115,14 @@ class Run:
         return self._chunk_fns[key]
 
     def generate(self, rng, context_video=None, context_tokens=None, num_frames=None, context=None, stride=None,
-                 sampler=None, steps=None, batch_size=None, callback: Optional[Callable] = None, decode=True):
+                 sampler=None, steps=None, batch_size=None, callback: Optional[Callable] = None, decode=True,
+                 actions=None):
         """Generates num_frames (L) frames from `context` (m) given frames.
 
         context_video: uint8 (B, >= m, H, W, 3) pixels (tokenized here), or context_tokens
         (B, >= m, h, w); with neither, m must be 0 (one window from nothing, L <= T_w).
+        actions: int (B, L), required by (and only by) an action-conditioned run (model.action_cond):
+        actions[:, f] is the action taken after frame f (DMLab convention).
         callback(chunk_index, new_tokens (B, k, h, w)) streams chunks. Returns (video uint8
         (B, L, H, W, 3) or tokens if decode=False, info {"nfe", "chunks", "seconds", "tokens"}).
         """
@@ -110,10 +137,11 @@ class Run:
         elif m:
             raise ValueError(f"context={m} frames requested: pass context_video or context_tokens (or context=0)")
         batch = context_tokens.shape[0] if context_tokens is not None else (batch_size or s.batch_size)
+        actions = self.check_actions(actions, batch, num_frames)
         tokens, info = ro.rollout(rng, self.chunk_fn(sampler, steps), context_tokens, length=num_frames,
                                   window=self.cfg.data.frames, context=m, stride=stride,
                                   mask_id=self.cfg.tokenizer.n_embed, grid=self.tokenizer.grid, batch=batch,
-                                  callback=callback)
+                                  callback=callback, actions=actions)
         info["tokens"] = tokens
         return (self.tokenizer.decode(tokens) if decode else tokens), info
 
@@ -172,10 +200,17 @@ def sample_mode(cfg, workdir):
     b, m = cfg.sampling.batch_size, cfg.sampling.context
     if min(src.meta["lengths"]) < m:
         raise ValueError(f"held-out videos have {min(src.meta['lengths'])} frames, fewer than the context m={m}")
-    ctx = np.stack([np.asarray(src[i % len(src)]["video"])[:m] for i in range(b)])
+    idx = [i % len(src) for i in range(b)]
+    ctx = np.stack([np.asarray(src[i]["video"])[:m] for i in idx])
+    actions = None
+    if run.action_cond:
+        from maskflow_jax import evaluate  # noqa: PLC0415
+
+        actions = evaluate.heldout_actions(cfg, workdir, idx, cfg.sampling.horizon)
     out = os.path.join(workdir, "samples")
     os.makedirs(out, exist_ok=True)
-    video, info = run.generate(jax.random.key(cfg.seed), context_tokens=ctx, num_frames=cfg.sampling.horizon)
+    video, info = run.generate(jax.random.key(cfg.seed), context_tokens=ctx, num_frames=cfg.sampling.horizon,
+                               actions=actions)
     for i in range(len(video)):
         save_gif(os.path.join(out, f"sample_{i}.gif"), video[i])
     save_frame_grid(os.path.join(out, "grid.png"), video[0], every=max(1, len(video[0]) // 32))

@@ -5,6 +5,7 @@ long-video generation at each horizon -> FVD against held-out videos, with basel
 context frame, untrained denoiser, tokenizer reconstruction = ceiling) -> `<workdir>/REPORT.md`.
 A killed run restarted with the same command continues at the first unfinished stage.
 """
+import functools
 import json
 import os
 import time
@@ -36,17 +37,20 @@ def evaluate_horizons(cfg, workdir):
     horizons = [h * f for h in cfg.eval.horizons]
     longest = max(horizons)
     real_tokens, real_pixels = evaluate.heldout(cfg, workdir, cfg.eval.num_videos, longest)
+    actions = evaluate.heldout_actions(cfg, workdir, evaluate.heldout_indices(cfg, workdir, cfg.eval.num_videos,
+                                                                              longest), longest)
     ctx = real_tokens[:, :m]
-    checks = prediction_check(cfg, run, real_tokens)
+    checks = prediction_check(cfg, run, real_tokens, actions)
     start = time.perf_counter()
-    video, info = run.generate(jax.random.key(longest), context_tokens=ctx, num_frames=longest)
+    video, info = run.generate(jax.random.key(longest), context_tokens=ctx, num_frames=longest, actions=actions)
     per_frame = (time.perf_counter() - start) / ((longest - m) * len(ctx))
-    blank, _ = untrained.generate(jax.random.key(longest), context_tokens=ctx, num_frames=longest)
+    blank, _ = untrained.generate(jax.random.key(longest), context_tokens=ctx, num_frames=longest, actions=actions)
     frozen = run.tokenizer.decode(np.repeat(ctx[:, -1:], WINDOW, axis=1))
     samples = os.path.join(workdir, "samples")
     os.makedirs(samples, exist_ok=True)
     inference.save_frame_grid(os.path.join(samples, "strip.png"), video[0], every=max(1, longest // 16), columns=16)
-    full, _ = run.generate(jax.random.key(0), context=0, num_frames=f, batch_size=2)  # one window, no context
+    full, _ = run.generate(jax.random.key(0), context=0, num_frames=f, batch_size=2,  # one window, no context
+                           actions=None if actions is None else actions[:2, :f])
     inference.save_gif(os.path.join(samples, "full_sequence.gif"), full[0])
 
     def stats(videos):
@@ -76,20 +80,23 @@ def evaluate_horizons(cfg, workdir):
     return rows, checks
 
 
-def prediction_check(cfg, run, real_tokens):
+def prediction_check(cfg, run, real_tokens, actions=None):
     """Teacher-forced next-frame token accuracy (maskflow_jax/eval/prediction.py) on every clip-length
-    window of the held-out token videos (N, L, h, w), given m = sampling.context and m = F - 1 real
-    frames, against copying the previous frame. Returns a list of result dicts."""
+    window of the held-out token videos (N, L, h, w) (with their actions (N, L) for an
+    action-conditioned run), given m = sampling.context and m = F - 1 real frames, against copying the
+    previous frame. Returns a list of result dicts."""
     from maskflow_jax.eval import prediction  # noqa: PLC0415
 
     f = cfg.data.frames
     n, length = real_tokens.shape[:2]
-    clips = np.asarray(real_tokens)[:, :length // f * f].reshape((n * (length // f), f) + real_tokens.shape[2:])
+    k = length // f
+    clips = np.asarray(real_tokens)[:, :k * f].reshape((n * k, f) + real_tokens.shape[2:])
+    clip_actions = None if actions is None else np.asarray(actions)[:, :k * f].reshape(n * k, f)
     apply = jax.jit(run.apply_fn())
     time_input = "clean" if cfg.sampling.time_input == "clean" else "masked"
-    return [prediction.next_frame_accuracy(lambda x, t: apply(run.params, x, t), clips, m,
+    return [prediction.next_frame_accuracy(functools.partial(apply, run.params), clips, m,
                                            mask_id=cfg.tokenizer.n_embed, time_input=time_input,
-                                           batch_size=cfg.eval.batch_size)
+                                           batch_size=cfg.eval.batch_size, actions=clip_actions)
             for m in sorted({cfg.sampling.context, f - 1}) if 1 <= m < f]
 
 

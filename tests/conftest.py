@@ -17,6 +17,15 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: slower than a few seconds; excluded from the default run")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the group markers into scheduling groups
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`-n 2 --dist loadgroup`, the default in pytest.ini) every test of the shared
+    smoke run goes to one worker, so the ~1.5-minute pipeline fixture runs once."""
+    for item in items:
+        if "smoke_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("smoke_run"))
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """(config, workdir, stage results) of one `--mode=pipeline` run at the maze `smoke` size (about

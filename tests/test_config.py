@@ -61,6 +61,7 @@ def test_every_base_field_has_a_comment():
     ("data.resize_to", 66, "config.data.resize_to"),
     ("train.ema_decay", 1.0, "config.train.ema_decay"),
     ("train.lr_schedule", "linear", "config.train.lr_schedule"),
+    ("model.action_cond", True, "config.model.action_cond.*data.use_actions=True"),
     ("mesh.shape", (-1, -1, 1), "config.mesh.shape"),
 ])
 def test_bad_fields_are_named(field, value, match):

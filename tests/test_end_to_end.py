@@ -1,60 +1,39 @@
-"""End to end on the procedural maze: data -> tokenizer -> token cache -> denoiser -> resume -> samples."""
+"""A finished maze run (the shared smoke pipeline, sharded over the 8 test devices) as a notebook user
+loads it: config from the checkpoint, streamed chunk-wise generation from pixels, the samples stage."""
 import json
 import os
 
 import jax
 import numpy as np
-from factories import tiny_config
 
-from maskflow_jax import inference
-from maskflow_jax.data import pipeline, tokens
-from maskflow_jax.parallel.mesh import make_mesh
-from maskflow_jax.tokenizer import train as tok_train
-from maskflow_jax.train import loop
+from maskflow_jax import inference, stages
 
 
-def smoke_config():
-    cfg = tiny_config(frames=4, batch_size=2)
-    cfg.data.resize_to = 16
-    t = cfg.tokenizer
-    t.ch, t.ch_mult, t.num_res_blocks, t.z_channels, t.embed_dim, t.n_embed = 32, (1, 2), 1, 8, 8, 32
-    t.train.steps, t.train.batch_size, t.train.ckpt_every, t.train.image_every, t.train.log_every = 6, 4, 6, 100, 3
-    cfg.data.maze.num_train, cfg.data.maze.num_test, cfg.data.maze.length = 6, 2, 12
-    cfg.train.steps, cfg.train.ckpt_every, cfg.train.log_every = 4, 2, 2
-    cfg.sampling.context, cfg.sampling.stride, cfg.sampling.horizon, cfg.sampling.steps = 1, 3, 10, 3
-    cfg.sampling.batch_size = 2
-    cfg.mesh.shape = (2, 1, 1)
-    return cfg
-
-
-def test_maze_end_to_end(tmp_path):
-    cfg, workdir = smoke_config(), str(tmp_path)
-    mesh = make_mesh(cfg.mesh, devices=jax.devices()[:2])
-    pipeline.prepare_data(cfg, workdir)
-    summary = tok_train.train_tokenizer(cfg, workdir, mesh=mesh)
-    assert summary["heldout_psnr"] > 0
-    tok = tok_train.load_tokenizer(cfg, workdir)
-    for split in (cfg.data.train_split, cfg.data.eval_split):
-        tokens.tokenize_split(cfg, workdir, split, tok.encode, progress=False)
-    cfg.train.steps = 2
-    loop.train_and_evaluate(cfg, workdir, batches=tokens.make_token_iterator(cfg, workdir), mesh=mesh)
-    cfg.train.steps = 4  # resumes from step 2
-    state = loop.train_and_evaluate(cfg, workdir, batches=tokens.make_token_iterator(cfg, workdir), mesh=mesh)
-    assert int(state.step) == 4
-
-    run = inference.load_run(workdir)
-    assert run.step == 4 and run.cfg.data.frames == cfg.data.frames
-    ctx = np.zeros((2, 1, 16, 16, 3), np.uint8)
+def test_loaded_run_streams_exactly_the_planned_chunks(smoke_run):
+    cfg, workdir, _ = smoke_run
+    run = inference.load_run(workdir)  # no cfg: the config saved with the checkpoint
+    assert run.step == cfg.train.steps
+    assert json.dumps(run.cfg.to_dict(), sort_keys=True) == json.dumps(cfg.to_dict(), sort_keys=True)
+    size = cfg.data.resize_to
+    ctx = np.zeros((2, 1, size, size, 3), np.uint8)
     streamed = []
-    video, info = run.generate(jax.random.key(0), context_video=ctx, num_frames=9,
-                               callback=lambda i, new: streamed.append(new.shape[1]))
-    assert video.shape == (2, 9, 16, 16, 3) and video.dtype == np.uint8
-    assert info["chunks"] == 3 and sum(streamed) == 8 and info["nfe"] == 9
+    # T_w 8, m 1, s 6, L 15: chunks keep 6, 6 and 2 frames (the last one with m' = 6 past frames).
+    video, info = run.generate(jax.random.key(0), context_video=ctx, num_frames=15, context=1, stride=6,
+                               callback=lambda i, new: streamed.append((i, new.shape[1])))
+    assert video.shape == (2, 15, size, size, 3) and video.dtype == np.uint8
+    assert streamed == [(0, 6), (1, 6), (2, 2)]
+    assert info["chunks"] == 3 and info["nfe"] == 3 * cfg.sampling.steps
     assert not (info["tokens"] == cfg.tokenizer.n_embed).any()
+    np.testing.assert_array_equal(info["tokens"][:, :1], run.tokenizer.encode(ctx))
 
-    summary = inference.sample_mode(cfg, workdir)
-    assert summary["frames"] == cfg.sampling.horizon
-    assert os.path.exists(os.path.join(workdir, "samples", "sample_0.gif"))
-    assert os.path.exists(os.path.join(workdir, "samples", "grid.png"))
-    with open(os.path.join(workdir, "samples", "info.json")) as f:
-        assert json.load(f)["nfe"] == summary["nfe"]
+
+def test_samples_stage_wrote_gifs_grid_and_info(smoke_run):
+    cfg, workdir, results = smoke_run
+    out = os.path.join(workdir, "samples")
+    with open(os.path.join(out, "info.json")) as f:
+        info = json.load(f)
+    assert info["frames"] == cfg.sampling.horizon and info["videos"] == cfg.sampling.batch_size
+    assert info["nfe"] == results["samples"]["nfe"] > 0 and 0 < info["seconds_per_frame"] < 60
+    assert all(os.path.getsize(os.path.join(out, f"sample_{i}.gif")) > 0 for i in range(info["videos"]))
+    assert os.path.getsize(os.path.join(out, "grid.png")) > 0
+    assert stages.load_summary(workdir, "samples")["summary"] == info["summary"]

@@ -65,7 +65,7 @@ class _Oracle:
         self.tokenizer, self.step, self.shift = run.tokenizer, 0, shift
         self.tokens, self.pixels = evaluate.heldout(cfg, workdir, 4, 34)
 
-    def generate(self, rng, context_tokens, num_frames, context):
+    def generate(self, rng, context_tokens, num_frames, context, actions=None):
         rows = [int(np.flatnonzero((self.tokens[:, :context] == c).all(axis=(1, 2, 3)))[0]) for c in context_tokens]
         video = self.pixels[rows, :num_frames]
         return np.roll(video, self.shift, axis=1), {"nfe": 1}

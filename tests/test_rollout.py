@@ -65,6 +65,7 @@ def test_rollout_returns_exactly_L_frames_with_one_compilation():
         assert tokens.shape == (2, length, 2, 2) and not (tokens == MASK).any()
         np.testing.assert_array_equal(tokens[:, :m], context)
         assert info["chunks"] == len(ro.rollout_plan(length, window, m, s)) and info["nfe"] == 4 * info["chunks"]
+        assert 0 < info["seconds"] < 60  # wall-clock of this rollout
         np.testing.assert_array_equal(np.concatenate(streamed, axis=1), tokens[:, m:])
         # The fake model continues the sequence: frame k = context + k (mod 8).
         expected = (context[:, :1] + np.arange(length)[None, :, None, None]) % 8

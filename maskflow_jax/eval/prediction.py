@@ -19,11 +19,11 @@ import jax
 import jax.numpy as jnp
 
 
-def next_frame_predictions(logits_fn, tokens, context, mask_id, time_input="clean"):
+def next_frame_predictions(logits_fn, tokens, context, mask_id, time_input="clean", actions=None):
     """Argmax predictions of frame `context` (m) given frames [0, m) clean and the rest masked.
 
-    logits_fn(tokens (B, F, H, W), t (B, F)) -> logits (B, F, H, W, V); tokens int (B, F, H, W) with
-    1 <= m < F. time_input: "clean" feeds t = 1 to every frame (the MGM sampler's default, SPEC §11.4),
+    logits_fn(tokens (B, F, H, W), t (B, F)[, actions (B, F)]) -> logits (B, F, H, W, V); tokens int
+    (B, F, H, W) with 1 <= m < F; actions int (B, F) for an action-conditioned model (passed on). time_input: "clean" feeds t = 1 to every frame (the MGM sampler's default, SPEC §11.4),
     "masked" t = 1 on the context and 0 on the masked frames (the training-time convention).
     Returns int32 (B, H, W).
     """
@@ -40,13 +40,14 @@ def next_frame_predictions(logits_fn, tokens, context, mask_id, time_input="clea
     x = jnp.where(is_context[None, :, None, None], tokens, jnp.asarray(mask_id, tokens.dtype)).astype(jnp.int32)
     t = jnp.ones((b, f), jnp.float32) if time_input == "clean" else \
         jnp.broadcast_to(is_context.astype(jnp.float32), (b, f))
-    logits = logits_fn(x, t)
+    logits = logits_fn(x, t) if actions is None else logits_fn(x, t, jnp.asarray(actions, jnp.int32))
     logits = logits[:, context, ..., :mask_id]  # never predict MASK
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
 
-def next_frame_accuracy(logits_fn, tokens, context, mask_id, time_input="clean", batch_size=8):
-    """Scores next_frame_predictions over clips tokens (N, F, H, W) in batches; returns a dict of floats
+def next_frame_accuracy(logits_fn, tokens, context, mask_id, time_input="clean", batch_size=8, actions=None):
+    """Scores next_frame_predictions over clips tokens (N, F, H, W) (with their actions (N, F) for an
+    action-conditioned model) in batches; returns a dict of floats
     {accuracy, copy_accuracy, changed_accuracy, changed_fraction, num_clips, context} (see module doc)."""
     tokens = np.asarray(tokens)
     if tokens.ndim != 4:
@@ -54,10 +55,13 @@ def next_frame_accuracy(logits_fn, tokens, context, mask_id, time_input="clean",
     if tokens.min() < 0 or tokens.max() >= mask_id:
         raise ValueError(f"token ids must be in [0, {mask_id}) (mask_id = vocabulary size without MASK); got "
                          f"[{tokens.min()}, {tokens.max()}]")
+    if actions is not None and np.shape(actions) != tokens.shape[:2]:
+        raise ValueError(f"actions must be (N, F) = {tokens.shape[:2]}, one per clip frame; got shape {np.shape(actions)}")
     hit = copy_hit = changed = changed_hit = total = 0
     for i in range(0, len(tokens), batch_size):
         clip = tokens[i:i + batch_size]
-        pred = np.asarray(jax.device_get(next_frame_predictions(logits_fn, clip, context, mask_id, time_input)))
+        act = None if actions is None else actions[i:i + batch_size]
+        pred = np.asarray(jax.device_get(next_frame_predictions(logits_fn, clip, context, mask_id, time_input, act)))
         truth, previous = clip[:, context], clip[:, context - 1]
         moved = truth != previous
         hit += int(np.sum(pred == truth))

@@ -112,7 +112,10 @@ class Latte(nn.Module):
 
         t_in = t if self.time_cond else jnp.zeros_like(t)
         c = TimestepEmbedder(d, dtype=self.dtype, name="t_embed")(t_in)  # (B, F, D)
-        if self.num_actions > 0 and actions is not None:
+        if self.num_actions > 0:
+            if actions is None or actions.shape != (b, f):
+                raise ValueError(f"an action-conditioned denoiser (config.model.action_cond) needs actions (B, F) = "
+                                 f"{(b, f)}; got {None if actions is None else actions.shape}")
             c = c + nn.Embed(self.num_actions, d, embedding_init=part(nn.initializers.normal(0.02), ax.VOCAB, ax.EMBED),
                              param_dtype=self.param_dtype, name="action_embed")(actions).astype(self.dtype)
         c = nn.with_logical_constraint(c, (ax.BATCH, ax.FRAMES, ax.EMBED))

@@ -76,8 +76,11 @@ def make_sampler(sampling_cfg, mask_id, kappa_name="sigmoid"):
 
 
 def make_chunk_fn(sampler, logits_fn, params=None):
-    """The jitted chunk step: (rng, window (B, T_w, H, W), context (B, T_w) bool) -> (window, nfe).
+    """The jitted chunk step: (rng, window (B, T_w, H, W), context (B, T_w) bool[, actions (B, T_w) int])
+    -> (window, nfe).
 
+    With `actions` (an action-conditioned model), logits_fn gets them as a last argument:
+    logits_fn([params,] tokens, t, actions); without, logits_fn([params,] tokens, t).
     With `params`, logits_fn is called as logits_fn(params, tokens, t) and the parameters enter the
     compiled step as an argument. Real models must be passed this way: parameters closed over by a
     jitted function become compile-time constants, which XLA constant-folds (slow compiles, one
@@ -85,21 +88,28 @@ def make_chunk_fn(sampler, logits_fn, params=None):
     sampler into a single repeated token. `_cache_size()` of the returned function reports the jitted
     step's compilations.
     """
+    def bound(fn, actions):
+        return fn if actions is None else lambda tokens, t: fn(tokens, t, actions)
+
     if params is None:
-        return jax.jit(lambda rng, window, context: sampler(rng, logits_fn, window, context))
-    step = jax.jit(lambda p, rng, window, context: sampler(rng, functools.partial(logits_fn, p), window, context))
+        step = jax.jit(lambda p, rng, window, context, actions: sampler(rng, bound(logits_fn, actions), window, context))
+    else:
+        step = jax.jit(lambda p, rng, window, context, actions:
+                       sampler(rng, bound(functools.partial(logits_fn, p), actions), window, context))
 
-    def chunk(rng, window, context):
-        return step(params, rng, window, context)
+    def chunk(rng, window, context, actions=None):
+        return step(params, rng, window, context, actions)
 
-    chunk._cache_size = step._cache_size  # noqa: SLF001  (one compilation per shape, as the closure form)
+    chunk._cache_size = step._cache_size  # noqa: SLF001  (one compilation per shape and actions/no actions)
     return chunk
 
 
 def rollout(rng, chunk_fn, context_tokens, *, length, window, context, stride, mask_id, grid=None, batch=None,
-            callback=None):
+            callback=None, actions=None):
     """Generates exactly `length` frames (B, L, H, W) int32; returns (tokens, info).
 
+    actions: optional int (B, L) per-frame actions of an action-conditioned model (actions[:, f] is
+    the action taken after frame f, DMLab convention); every chunk gets the actions of its window.
     context_tokens: (B, m, H, W) given frames (kept as the first m output frames), or None with
     context = 0: the first window is generated from nothing. callback(chunk_index, new_frames)
     is called with each chunk's kept frames (B, keep, H, W) as they are produced (streaming).
@@ -115,6 +125,13 @@ def rollout(rng, chunk_fn, context_tokens, *, length, window, context, stride, m
     elif grid is None or batch is None:
         raise ValueError("without context_tokens, pass grid=(H, W) and batch=B")
     plan = rollout_plan(length, window, context, stride)
+    if actions is not None:
+        actions = np.asarray(actions)
+        if actions.shape != (batch, length) or not np.issubdtype(actions.dtype, np.integer):
+            raise ValueError(f"actions has shape {actions.shape} ({actions.dtype}); expected integers (B, L) = "
+                             f"({batch}, {length}): one action per generated frame")
+        # A window that reaches past L (only when L < T_w) gets action 0 on the frames it drops.
+        actions = np.pad(actions, ((0, 0), (0, window)))
     video = [context_tokens[:, i] for i in range(context)] if context else []
     nfe, start = 0, time.perf_counter()
     for i, chunk in enumerate(plan):
@@ -124,7 +141,10 @@ def rollout(rng, chunk_fn, context_tokens, *, length, window, context, stride, m
             win[:, :chunk.context] = np.stack(video[-chunk.context:], axis=1)
         ctx = np.zeros((batch, window), bool)
         ctx[:, :chunk.context] = True
-        out, used = chunk_fn(k, jnp.asarray(win), jnp.asarray(ctx))
+        first = len(video) - chunk.context  # the window's first frame in the video
+        act = None if actions is None else jnp.asarray(actions[:, first:first + window], jnp.int32)
+        out, used = chunk_fn(k, jnp.asarray(win), jnp.asarray(ctx)) if act is None else \
+            chunk_fn(k, jnp.asarray(win), jnp.asarray(ctx), act)
         new = np.asarray(out[:, chunk.context:chunk.context + chunk.keep])
         video += [new[:, j] for j in range(chunk.keep)]
         nfe += int(used)
