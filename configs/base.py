@@ -184,6 +184,7 @@ def apply_common_variants(c, variant):
     sampler=<mgm|fm>       sampler used for generation
     preset=<chunk|ar|full> long-video rollout preset
     mesh=<dp|fsdp|fsdp_tp> sharding preset (tp=<n>: tensor-parallel ways for fsdp_tp)
+    actions                condition the denoiser on the recorded per-frame actions (DMLab, maze)
     runlocal               shrink everything to run in minutes on a laptop CPU
     """
     variant = dict(variant)
@@ -195,6 +196,8 @@ def apply_common_variants(c, variant):
         set_rollout_preset(c, variant.pop("preset"))
     if "mesh" in variant:
         set_mesh_preset(c, variant.pop("mesh"), tensor=int(variant.pop("tp", 2)))
+    if variant.pop("actions", False):
+        c.model.action_cond = c.data.use_actions = True
     if variant.pop("runlocal", False):
         c.model.size = "tiny"
         c.data.batch_size = 2

@@ -81,7 +81,7 @@ class Run:
         return bool(self.cfg.model.get("action_cond", False))
 
     def check_actions(self, actions, batch, length):
-        """The actions generate() needs: None for an unconditional model; int32 (B, L) in
+        """The actions generate() needs: None for an unconditional model; integers (B, L) in
         [0, model.num_actions) for an action-conditioned one (else a ValueError naming the fix; rollout
         checks the shape)."""
         if not self.action_cond:

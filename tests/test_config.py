@@ -35,6 +35,10 @@ def test_variants():
     assert (cfg.sampling.context, cfg.sampling.stride) == (15, 1)
     local = maze.get_config("runlocal")
     assert local.model.size == "tiny" and local.train.steps < 100
+    assert not local.model.action_cond
+    acting = maze.get_config("actions")
+    assert acting.model.action_cond and acting.data.use_actions
+    validate(acting)
     with pytest.raises(ValueError, match="unknown variant keys"):
         maze.get_config("sizee=B")
     with pytest.raises(ValueError, match="preset"):
