@@ -63,7 +63,10 @@ def _generate(run, seed, ctx, length, *, context, stride, sampler, steps, warmed
     (sampler, steps, batch) first (every chunk has the same shapes), so timings exclude compilation.
     actions: int (N, >= length) for an action-conditioned run, else None."""
     kw = dict(context=context, stride=stride, sampler=sampler, steps=steps, decode=False)
-    act = (lambda n: None) if actions is None else (lambda n: actions[:, :n])  # noqa: E731
+
+    def act(n):
+        return None if actions is None else actions[:, :n]
+
     if (sampler, steps, len(ctx)) not in warmed:
         run.generate(jax.random.key(seed), context_tokens=ctx, num_frames=context + 1, actions=act(context + 1), **kw)
         warmed.add((sampler, steps, len(ctx)))

@@ -76,6 +76,8 @@ def test_model_logits_depend_on_actions_and_require_them():
     assert float(jnp.max(jnp.abs(l0 - l1))) > 1e-3
     with pytest.raises(ValueError, match="needs actions"):
         model.apply({"params": params}, tokens, t)
+    with pytest.raises(ValueError, match=r"needs actions \(B, F\) = \(2, 4\); got \(2, 3\)"):
+        model.apply({"params": params}, tokens, t, actions=a0[:, :3])
 
 
 def _fake_run(cfg, model, params):

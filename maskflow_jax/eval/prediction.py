@@ -23,8 +23,9 @@ def next_frame_predictions(logits_fn, tokens, context, mask_id, time_input="clea
     """Argmax predictions of frame `context` (m) given frames [0, m) clean and the rest masked.
 
     logits_fn(tokens (B, F, H, W), t (B, F)[, actions (B, F)]) -> logits (B, F, H, W, V); tokens int
-    (B, F, H, W) with 1 <= m < F; actions int (B, F) for an action-conditioned model (passed on). time_input: "clean" feeds t = 1 to every frame (the MGM sampler's default, SPEC §11.4),
-    "masked" t = 1 on the context and 0 on the masked frames (the training-time convention).
+    (B, F, H, W) with 1 <= m < F; actions int (B, F) for an action-conditioned model (passed on).
+    time_input: "clean" feeds t = 1 to every frame (the MGM sampler's default, SPEC §11.4), "masked"
+    t = 1 on the context and 0 on the masked frames (the training-time convention).
     Returns int32 (B, H, W).
     """
     tokens = jnp.asarray(tokens)

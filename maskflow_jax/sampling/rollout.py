@@ -88,14 +88,14 @@ def make_chunk_fn(sampler, logits_fn, params=None):
     sampler into a single repeated token. `_cache_size()` of the returned function reports the jitted
     step's compilations.
     """
-    def bound(fn, actions):
-        return fn if actions is None else lambda tokens, t: fn(tokens, t, actions)
+    @jax.jit
+    def step(p, rng, window, context, actions):
+        model = logits_fn if p is None else functools.partial(logits_fn, p)
 
-    if params is None:
-        step = jax.jit(lambda p, rng, window, context, actions: sampler(rng, bound(logits_fn, actions), window, context))
-    else:
-        step = jax.jit(lambda p, rng, window, context, actions:
-                       sampler(rng, bound(functools.partial(logits_fn, p), actions), window, context))
+        def fn(tokens, t):
+            return model(tokens, t) if actions is None else model(tokens, t, actions)
+
+        return sampler(rng, fn, window, context)
 
     def chunk(rng, window, context, actions=None):
         return step(params, rng, window, context, actions)
