@@ -77,7 +77,7 @@ def _row(run, protocols, reference, tokens, info, fvd_kw, **fields):
     """One result row: FVD of the decoded last WINDOW frames against the reference stats."""
     res = protocols.evaluate_fvd("maze", reference, run.tokenizer.decode(tokens[:, -WINDOW:]), **fvd_kw)
     n, length = tokens.shape[:2]
-    row = dict(fields, length=length, chunks=info["chunks"], nfe=info["nfe"], fvd=res["fvd"],
+    row = dict(fields, length=length, chunks=info["chunks"], nfe=info["nfe"], fvd=res["fvd"], kvd=res["kvd"],
                num_videos=res["num_fake"], seconds_per_frame=info["seconds"] / ((length - fields["context"]) * n))
     print(f"[efficiency] {row['label']} S={row['steps']} L={length}: {row['chunks']} chunks, NFE {row['nfe']}, "
           f"FVD {row['fvd']:.1f} ({row['num_videos']} videos), {row['seconds_per_frame']:.4f} s / frame", flush=True)
@@ -137,6 +137,10 @@ def efficiency_rows(cfg, workdir, *, feature_fn=None, run=None):
     return sweep, by_length, settings
 
 
+def _kvd(row):
+    return "" if row.get("kvd") is None else f"{row['kvd']:.1f}"
+
+
 def report_section(sweep, by_length, settings):
     """The markdown of the REPORT.md section, between BEGIN / END markers."""
     st = settings
@@ -146,23 +150,24 @@ def report_section(sweep, by_length, settings):
              f"the last {st['fvd_frames']} frames of each generated video against the same frames of "
              f"{st['num_videos']} held-out videos ({st['feature']}). **Small-sample FVD is biased upward** (and "
              "its covariance is singular below a few hundred videos): compare the rows with each other, not with "
-             "published numbers. s / generated frame: sampling wall-clock per new frame, without compilation "
-             "and tokenizer decoding.", "",
+             "published numbers. KVD: the unbiased kernel distance on the same features (eval/fvd.py), "
+             "no small-sample bias but a large variance. s / generated frame: sampling wall-clock per new "
+             "frame, without compilation and tokenizer decoding.", "",
              f"### FVD against NFE ({st['sweep_length']}-frame videos from {first['context']} context frames, "
              f"stride {first['stride']}, window {st['window']})", "",
-             "| sampler | steps | chunks | NFE | FVD | num videos | s / generated frame |",
-             "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['label']} | {r['steps']} | {r['chunks']} | {r['nfe']} | {r['fvd']:.1f} | {r['num_videos']} | "
+             "| sampler | steps | chunks | NFE | FVD | KVD | num videos | s / generated frame |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['label']} | {r['steps']} | {r['chunks']} | {r['nfe']} | {r['fvd']:.1f} | {_kvd(r)} | {r['num_videos']} | "
               f"{r['seconds_per_frame']:.4f} |" for r in sweep]
     lines += ["", f"![FVD against NFE](eval/{PLOT})", "",
               f"### Full-sequence vs autoregressive generation (window {st['window']})", "",
               "Full sequence: m = 2 context frames, stride T_w - 2 (whole windows chained chunk-wise); "
               "autoregressive: m = T_w - 1, stride 1 (one new frame per window).", "",
-              "| mode | length | x training clip | sampler | steps | m | stride | chunks | NFE | FVD | num videos "
-              "| s / generated frame |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| mode | length | x training clip | sampler | steps | m | stride | chunks | NFE | FVD | KVD | num videos "
+              "| s / generated frame |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['mode']} | {r['length']} | {r['multiple']:g} | {r['sampler'].upper()} | {r['steps']} | "
-              f"{r['context']} | {r['stride']} | {r['chunks']} | {r['nfe']} | {r['fvd']:.1f} | {r['num_videos']} | "
-              f"{r['seconds_per_frame']:.4f} |" for r in by_length]
+              f"{r['context']} | {r['stride']} | {r['chunks']} | {r['nfe']} | {r['fvd']:.1f} | {_kvd(r)} | "
+              f"{r['num_videos']} | {r['seconds_per_frame']:.4f} |" for r in by_length]
     lines += ["", "Raw numbers: `eval/efficiency.json`.", END]
     return "\n".join(lines)
 

@@ -3,11 +3,13 @@
 For the first `eval.num_videos` held-out videos (split `data.eval_split`), their first m real frames
 are the context and the run generates L frames with the configured sampler and preset
 (m = sampling.context and L = sampling.horizon, unless the protocol fixes them: teco 36 / 300).
-Videos stream in batches of `eval.batch_size`, so only feature statistics stay in memory.
+Videos stream in batches of `eval.batch_size`, so only feature statistics (and the raw I3D features of
+up to 4,096 videos, for KVD: eval/fvd.py) stay in memory.
 
 Horizon windows (F = eval.fvd_frames): [m + kF, m + (k+1)F), k = 0, 1, … while inside L. Each is
 compared with the real frames of the same span when the held-out videos are at least L frames
 long ("same"), otherwise with the real frames [m, m + F) ("first"; recorded in the JSON).
+Every FVD comes with the KVD of the same sets (unbiased at any number of videos; eval/fvd.py).
 Whole-clip FVD: the protocol's frames (e.g. the first 16 of maskflow/styleganv/maze, all 300 of
 teco); for `maskflow` the reference is the tokenizer's reconstruction of the real clips (SPEC §12).
 PSNR / SSIM: generated vs real frames per window; meaningful when generation follows the real
@@ -108,7 +110,7 @@ def evaluate_run(cfg, workdir, *, feature_fn=None, run=None, seed=0):
     resolution (tests pass a cheap one). run: an inference.Run (default load_run(workdir)).
     """
     from maskflow_jax.eval import metrics, protocols  # noqa: PLC0415
-    from maskflow_jax.eval.fvd import FeatureStats, frechet_distance  # noqa: PLC0415
+    from maskflow_jax.eval.fvd import FeatureStats, frechet_distance, stats_kernel_distance  # noqa: PLC0415
 
     e = cfg.eval
     p = protocols.get_protocol(e.protocol)
@@ -162,6 +164,7 @@ def evaluate_run(cfg, workdir, *, feature_fn=None, run=None, seed=0):
     if real_window == "first":
         real_h = real_h * len(windows)
     curve = [frechet_distance(r.mean, r.cov, f.mean, f.cov) for r, f in zip(real_h, fake_h)]
+    kvd = [stats_kernel_distance(r, f) for r, f in zip(real_h, fake_h)]
     record = protocols.make_record(
         p, real_c, fake_c, custom_features=feature_fn is not None, use_ema=e.use_ema, seeds=[seed],
         reference=(f"{p.reference}; here from split {cfg.data.eval_split!r}"
@@ -171,7 +174,7 @@ def evaluate_run(cfg, workdir, *, feature_fn=None, run=None, seed=0):
     mean = lambda xs: float(np.concatenate(xs).mean()) if xs else None  # noqa: E731
     return {
         "whole_clip": record,
-        "horizon": {"windows": [list(w) for w in windows], "fvd": curve, "real_window": real_window,
+        "horizon": {"windows": [list(w) for w in windows], "fvd": curve, "kvd": kvd, "real_window": real_window,
                     "psnr": [mean(x) for x in psnr], "ssim": [mean(x) for x in ssim],
                     "window_end_in_training_lengths": [z / cfg.data.frames for _, z in windows]},
         "num_videos": len(idx), "context": m, "length": length, "sampler": cfg.sampling.sampler,

@@ -42,7 +42,7 @@ def test_sweep_nfe_counts_chunks_times_steps(eff):
         assert r["chunks"] == len(plan) and r["nfe"] == r["chunks"] * fm_nfe(r["steps"], t_w)
     for r in res["fvd_vs_nfe"]:
         assert r["length"] == 16 and r["num_videos"] == e.num_videos == 4
-        assert np.isfinite(r["fvd"]) and r["fvd"] >= 0 and r["seconds_per_frame"] > 0
+        assert np.isfinite(r["fvd"]) and r["fvd"] >= 0 and r["seconds_per_frame"] > 0 and np.isfinite(r["kvd"])
         assert r["feature"] == "custom feature_fn"
 
 

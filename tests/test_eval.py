@@ -86,6 +86,53 @@ def test_streaming_stats_equal_batch_stats():
         fvd.frechet_distance(np.zeros(3), np.eye(3), np.zeros(3), np.eye(2))
 
 
+def test_kernel_distance_pinned_and_symmetric():
+    # D = 1, k(x, y) = (xy + 1)^3: within a = k(0, 2) = 1, within b = k(1, 1) = 8,
+    # cross mean = (1 + 1 + 27 + 27) / 4 = 14, so MMD^2 = 1 + 8 - 28 = -19.
+    assert fvd.kernel_distance([[0.0], [2.0]], [[1.0], [1.0]]) == pytest.approx(-19.0)
+    rng = np.random.default_rng(10)
+    a, b = rng.normal(size=(6, 5)), rng.normal(size=(9, 5)) + 1.0
+    assert fvd.kernel_distance(a, b) == pytest.approx(fvd.kernel_distance(b, a), rel=1e-12)
+    assert fvd.kernel_distance(a, b) > 0
+    with pytest.raises(ValueError, match="at least 2 videos"):
+        fvd.kernel_distance(a[:1], b)
+    with pytest.raises(ValueError, match="same D"):
+        fvd.kernel_distance(a, b[:, :4])
+
+
+def test_kernel_distance_is_unbiased_where_frechet_rewards_low_spread():
+    """With N << D, FVD prefers a set with little spread to a fresh sample of the real distribution;
+    KVD averages to 0 for the fresh sample and stays above 0 for the narrow set."""
+    rng = np.random.default_rng(11)
+    n, d, repeats = 8, 40, 60
+    fid = {"fresh": [], "narrow": []}
+    kid = {"fresh": [], "narrow": []}
+    for _ in range(repeats):
+        real = rng.normal(size=(n, d))
+        for name, scale in (("fresh", 1.0), ("narrow", 0.3)):
+            x = rng.normal(size=(n, d)) * scale
+            fid[name].append(fvd.fvd(real, x))
+            kid[name].append(fvd.kernel_distance(real, x))
+    assert np.mean(fid["narrow"]) < np.mean(fid["fresh"])  # the small-sample bias KVD avoids
+    fresh, narrow = np.array(kid["fresh"]), np.array(kid["narrow"])
+    assert abs(fresh.mean()) < 3 * fresh.std() / np.sqrt(repeats)  # unbiased: 0 within its standard error
+    assert narrow.mean() > fresh.mean() + 3 * narrow.std() / np.sqrt(repeats)
+
+
+def test_feature_stats_keep_features_up_to_the_cap(monkeypatch):
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(10, 3))
+    s = fvd.FeatureStats().update(x[:4]).merge(fvd.FeatureStats().update(x[4:7])).update(x[7:])
+    np.testing.assert_array_equal(s.features, x)
+    assert fvd.stats_kernel_distance(s, s) == pytest.approx(fvd.kernel_distance(x, x))
+    assert fvd.FeatureStats().features is None
+    monkeypatch.setattr(fvd, "MAX_KEPT", 6)
+    capped = fvd.FeatureStats().update(x[:4]).update(x[4:])
+    assert capped.features is None and capped.count == 10  # statistics go on, raw features are dropped
+    assert fvd.stats_kernel_distance(capped, s) is None
+    np.testing.assert_allclose(capped.cov, np.cov(x, rowvar=False), rtol=1e-10)
+
+
 # --- I3D preprocessing ------------------------------------------------------------------------------
 
 def _torch_bilinear_1d(n_in, n_out):
@@ -232,6 +279,9 @@ def test_evaluate_fvd_records_protocol_and_counts(tmp_path):
     assert again["fvd"] == pytest.approx(res["fvd"], rel=1e-9) and "ready-made" in again["reference"]
     capped = protocols.evaluate_fvd("maze", real, fake, feature_fn=_cheap_features, max_videos=4)
     assert (capped["num_real"], capped["num_fake"]) == (4, 4)
+    assert np.isfinite(res["kvd"]) and res["kvd"] > 0  # the unbiased kernel distance beside every FVD
+    assert capped["kvd"] == pytest.approx(fvd.kernel_distance(
+        _cheap_features(real[:4, :16]), _cheap_features(fake[:4, :16])), rel=1e-6)
     path = protocols.write_result(str(tmp_path / "eval" / "maskflow.json"), res)
     assert json.load(open(path))["fvd"] == pytest.approx(res["fvd"])
 
@@ -259,6 +309,7 @@ def test_horizon_windows_and_curve():
     assert curve["windows"] == [[2, 18], [18, 34], [34, 50]]
     assert curve["fvd"][0] == pytest.approx(0, abs=1e-6) and curve["fvd"][1] == pytest.approx(0, abs=1e-6)
     assert curve["fvd"][2] > 100
+    assert len(curve["kvd"]) == 3 and curve["kvd"][2] > max(curve["kvd"][:2]) + 100
     first = protocols.fvd_per_horizon(real[:, :18], fake, context=2, length=50, real_window="first",
                                       feature_fn=_cheap_features)
     assert first["fvd"][0] == pytest.approx(0, abs=1e-6) and first["fvd"][2] > 100

@@ -20,6 +20,7 @@ def test_smoke_pipeline_end_to_end_and_restart(smoke_run):
     assert {r["method"] for r in rows} == {"MaskFlow", "frozen last context frame", "untrained denoiser",
                                            "tokenizer reconstruction (ceiling)"}
     assert all(r["fvd"] > 0 for r in rows) and os.path.exists(os.path.join(workdir, "samples", "horizon_16.gif"))
+    assert all(np.isfinite(r["kvd"]) for r in rows) and "| horizon | method | FVD | KVD |" in report
     checks = results["eval"]["prediction"]  # m = context (2) and F - 1 (7) on 8-frame held-out windows
     assert [c["context"] for c in checks] == [2, 7] and all(c["num_clips"] == 8 for c in checks)
     assert all(0 <= c["accuracy"] <= 1 and 0 < c["changed_fraction"] < 1 for c in checks)
@@ -31,8 +32,8 @@ def test_smoke_pipeline_end_to_end_and_restart(smoke_run):
     os.remove(os.path.join(workdir, "REPORT.md"))
     again = pipeline.run_pipeline(cfg, workdir)
     assert {s: os.path.getmtime(stages.marker_path(workdir, s)) for s in before} == before
-    assert json.dumps([round(r["fvd"], 2) for r in again["eval"]["rows"]]) == \
-        json.dumps([round(r["fvd"], 2) for r in rows])
+    assert json.dumps([(round(r["fvd"], 2), round(r["kvd"], 2)) for r in again["eval"]["rows"]]) == \
+        json.dumps([(round(r["fvd"], 2), round(r["kvd"], 2)) for r in rows])
     assert again["eval"]["prediction"] == checks
     assert os.path.exists(os.path.join(workdir, "REPORT.md"))
 
@@ -44,7 +45,8 @@ def test_eval_mode_writes_json_and_plot(smoke_run):
     assert os.path.getsize(os.path.join(workdir, "eval", "maze_fvd.png")) > 1000
     h = saved["horizon"]
     assert h["windows"] == [[2, 18], [18, 34]] and h["real_window"] == "same"  # m = 2, F = 16, L = 34
-    assert all(np.isfinite(v) and v > 0 for v in h["fvd"])
+    assert all(np.isfinite(v) and v > 0 for v in h["fvd"]) and len(h["kvd"]) == 2
+    assert all(np.isfinite(v) for v in h["kvd"]) and np.isfinite(saved["whole_clip"]["kvd"])
     assert all(0 < v <= evaluate.PSNR_CAP for v in h["psnr"]) and all(-1 <= v <= 1 for v in h["ssim"])
     clip = saved["whole_clip"]
     assert clip["protocol"] == "maze" and clip["num_real"] == clip["num_fake"] == 4 and clip["fvd"] > 0

@@ -6,6 +6,13 @@ Means and unbiased (N - 1) covariances; Tr((S_a S_b)^½) = Σ sqrt(eig(S_a^½ S_
 symmetric positive semi-definite matrix, so only `eigh` is needed (no complex sqrtm, stable when
 N < D makes the covariances singular). FeatureStats accumulates the statistics batch by batch
 (Chan et al.'s pairwise update), so thousands of videos never sit in memory at once.
+
+KVD (kernel_distance) is the unbiased MMD² with the cubic polynomial kernel k(x, y) = (xᵀy / D + 1)³
+(KID's kernel on I3D features; StyleGAN-V and TATS report it as KVD). Unlike the Fréchet distance,
+its estimate is unbiased at any N, so it does not reward a set for having little spread: with a
+few videos (N ≪ D) FVD is dominated by Tr(S_a) + Tr(S_b) - 2 Tr((S_a S_b)^½), which is smallest for a
+set with small covariance, e.g. a frozen frame. Its estimate can be slightly negative when the sets
+match. FeatureStats keeps the raw features of up to MAX_KEPT videos for it.
 Shapes: N videos, D feature size (400 for I3D).
 """
 import numpy as np
@@ -42,8 +49,36 @@ def frechet_distance(mu_a, cov_a, mu_b, cov_b):
     return float(max(dist, 0.0))  # rounding can give -1e-12 for equal sets
 
 
+MAX_KEPT = 4096  # raw feature rows FeatureStats keeps for the kernel distance (4096 x 400 float64 = 13 MB)
+
+
+def kernel_distance(feats_a, feats_b):
+    """KVD: unbiased MMD² between feature sets (N, D) and (M, D), N, M >= 2, with the kernel
+    k(x, y) = (xᵀy / D + 1)³; a float, 0 in expectation for samples of one distribution."""
+    a, b = np.asarray(feats_a, np.float64), np.asarray(feats_b, np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"features must be (N, D) and (M, D) with the same D; got {a.shape} and {b.shape}")
+    n, m, d = a.shape[0], b.shape[0], a.shape[1]
+    if n < 2 or m < 2:
+        raise ValueError(f"the unbiased kernel distance needs at least 2 videos per set; got {n} and {m}")
+    k_aa, k_bb, k_ab = ((x @ y.T / d + 1.0) ** 3 for x, y in ((a, a), (b, b), (a, b)))
+    within_a = (k_aa.sum() - np.trace(k_aa)) / (n * (n - 1))
+    within_b = (k_bb.sum() - np.trace(k_bb)) / (m * (m - 1))
+    return float(within_a + within_b - 2.0 * k_ab.mean())
+
+
+def stats_kernel_distance(stats_a, stats_b):
+    """kernel_distance of two FeatureStats' raw features, or None when either has dropped them
+    (more than MAX_KEPT videos) or holds fewer than 2."""
+    a, b = stats_a.features, stats_b.features
+    if a is None or b is None or len(a) < 2 or len(b) < 2:
+        return None
+    return kernel_distance(a, b)
+
+
 class FeatureStats:
-    """Streaming mean and unbiased covariance of features, in float64.
+    """Streaming mean and unbiased covariance of features, in float64, and the raw features
+    while there are at most MAX_KEPT of them (`features`, else None).
 
     Usage: s = FeatureStats(); s.update(batch (n, D)); ...; mu, cov = s.mean, s.cov.
     """
@@ -52,6 +87,7 @@ class FeatureStats:
         self.count = 0
         self._mean = None  # (D,)
         self._m2 = None  # (D, D): Σ (x - mean)(x - mean)ᵀ
+        self._kept = []  # raw (n, D) batches while count <= MAX_KEPT; None once dropped
 
     def update(self, features):
         """Adds features (n, D) (any float dtype); n may be 0."""
@@ -67,17 +103,22 @@ class FeatureStats:
         batch.count, batch._mean = n, x.mean(axis=0)
         centred = x - batch._mean
         batch._m2 = centred.T @ centred
+        batch._kept = [x]
         return self.merge(batch)
 
     def merge(self, other):
         """Adds the videos of another FeatureStats (same D) to this one; returns self."""
         if other.count == 0:
             return self
+        if self.count and other._mean.shape != self._mean.shape:
+            raise ValueError(f"cannot merge statistics of D = {other._mean.shape[0]} into D = {self._mean.shape[0]}")
+        if self._kept is not None and other._kept is not None and self.count + other.count <= MAX_KEPT:
+            self._kept = self._kept + other._kept
+        else:
+            self._kept = None
         if self.count == 0:
             self.count, self._mean, self._m2 = other.count, other._mean.copy(), other._m2.copy()
             return self
-        if other._mean.shape != self._mean.shape:
-            raise ValueError(f"cannot merge statistics of D = {other._mean.shape[0]} into D = {self._mean.shape[0]}")
         total = self.count + other.count
         delta = other._mean - self._mean
         self._m2 = self._m2 + other._m2 + np.outer(delta, delta) * (self.count * other.count / total)
@@ -90,6 +131,13 @@ class FeatureStats:
         if self._mean is None:
             raise ValueError("FeatureStats is empty: call update() with features first")
         return self._mean
+
+    @property
+    def features(self):
+        """The raw features (count, D) while count <= MAX_KEPT, else None."""
+        if self._kept is None or self.count == 0:
+            return None
+        return np.concatenate(self._kept)
 
     @property
     def cov(self):

@@ -29,7 +29,7 @@ import numpy as np
 
 import maskflow_jax
 from maskflow_jax.eval import i3d
-from maskflow_jax.eval.fvd import FeatureStats, frechet_distance
+from maskflow_jax.eval.fvd import FeatureStats, frechet_distance, stats_kernel_distance
 
 WINDOWS = ("first", "center", "last")
 I3D_FEATURE = "i3d-kinetics-400 (RGB) logits averaged over time"
@@ -201,6 +201,7 @@ def make_record(protocol, real_stats, fake_stats, *, reference=None, custom_feat
     return {
         "protocol": p.name,
         "fvd": frechet_distance(real_stats.mean, real_stats.cov, fake_stats.mean, fake_stats.cov),
+        "kvd": stats_kernel_distance(real_stats, fake_stats),  # unbiased at any N (eval/fvd.py)
         "num_real": real_stats.count,
         "num_fake": fake_stats.count,
         "nominal_num_videos": p.num_videos,
@@ -243,7 +244,7 @@ def fvd_per_horizon(real_videos, fake_videos, *, context, length, frames=16, rea
 
     real_window: "same" compares with the real frames of the same span (real videos need `length`
     frames); "first" compares every window with the real frames [m, m + F).
-    Returns {"windows": [[start, end], ...], "fvd": [...], "num_real", "num_fake", ...}.
+    Returns {"windows": [[start, end], ...], "fvd": [...], "kvd": [...], "num_real", "num_fake", ...}.
     """
     if real_window not in ("same", "first"):
         raise ValueError(f"real_window={real_window!r}: expected 'same' or 'first'")
@@ -257,7 +258,8 @@ def fvd_per_horizon(real_videos, fake_videos, *, context, length, frames=16, rea
     if real_window == "first":
         real_stats = real_stats * len(windows)
     curve = [frechet_distance(r.mean, r.cov, f.mean, f.cov) for r, f in zip(real_stats, fake_stats)]
-    return {"windows": [list(w) for w in windows], "fvd": curve, "num_real": real_stats[0].count,
+    kvd = [stats_kernel_distance(r, f) for r, f in zip(real_stats, fake_stats)]
+    return {"windows": [list(w) for w in windows], "fvd": curve, "kvd": kvd, "num_real": real_stats[0].count,
             "num_fake": fake_stats[0].count, "frames": frames, "context": context, "length": length,
             "real_window": real_window, "resolution": resolution, "feature": feature}
 
