@@ -25,8 +25,9 @@ def evaluate_horizons(cfg, workdir):
     """Generates the longest horizon once for the held-out contexts (chunk-wise rollouts: a shorter
     horizon is a prefix of a longer one) and returns (FVD rows of the last 16 frames of every horizon,
     for the model and the baselines; next-frame prediction checks, see prediction_check); writes GIFs,
-    a frame strip and the FVD plot."""
-    from maskflow_jax.eval import i3d, plot, protocols  # noqa: PLC0415
+    a frame strip, the FVD plot and the I3D features of every set (samples/eval_features.npz, for
+    `python -m maskflow_jax.eval.resample <workdir>`)."""
+    from maskflow_jax.eval import i3d, plot, protocols, resample  # noqa: PLC0415
 
     run = inference.load_run(workdir, cfg=cfg, use_ema=cfg.eval.use_ema)
     untrained = inference.Run(cfg=cfg, tokenizer=run.tokenizer, model=run.model,
@@ -56,7 +57,7 @@ def evaluate_horizons(cfg, workdir):
     def stats(videos):
         return protocols.video_stats("maze", videos, feature_fn=feature_fn, batch_size=cfg.eval.batch_size)
 
-    rows = []
+    rows, features = [], {}
     frozen_stats = stats(frozen)  # the same clip at every horizon: its I3D features are computed once
     for length in horizons:
         sl = slice(length - WINDOW, length)
@@ -64,6 +65,8 @@ def evaluate_horizons(cfg, workdir):
         candidates = {"tokenizer reconstruction (ceiling)": stats(run.tokenizer.decode(real_tokens[:, sl])),
                       "MaskFlow": stats(video[:, sl]), "frozen last context frame": frozen_stats,
                       "untrained denoiser": stats(blank[:, sl])}
+        features[(resample.REFERENCE, length)] = reference.features
+        features.update({(name, length): fake.features for name, fake in candidates.items()})
         for name, fake in candidates.items():
             res = protocols.make_record("maze", reference, fake, use_ema=cfg.eval.use_ema)
             rows.append({"horizon": length, "method": name, "fvd": res["fvd"], "kvd": res["kvd"],
@@ -72,6 +75,7 @@ def evaluate_horizons(cfg, workdir):
                          "seconds_per_frame": per_frame if name == "MaskFlow" else None})
         inference.save_gif(os.path.join(samples, f"horizon_{length}.gif"), video[0, :length])
         logging.info("horizon %d: %s", length, {r["method"]: round(r["fvd"], 1) for r in rows if r["horizon"] == length})
+    resample.save_features(os.path.join(samples, resample.FEATURES_FILE), features)  # for eval/resample.py
     methods = list(dict.fromkeys(r["method"] for r in rows))
     plot.plot_curves(os.path.join(samples, "fvd_by_horizon.png"),
                      {k: ([r["horizon"] for r in rows if r["method"] == k], [r["fvd"] for r in rows if r["method"] == k])
