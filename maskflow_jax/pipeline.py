@@ -129,10 +129,13 @@ def write_report(cfg, workdir, results):
         lines += ["", f"## FVD per horizon (raw held-out videos of split {cfg.data.eval_split!r} as the reference, "
                       f"last {WINDOW} frames of each horizon, {rows[0]['num_videos']} videos)", "",
                   f"With {rows[0]['num_videos']} videos and 400-d I3D features, FVD is biased upward, and most "
-                  "for sets with much spread: a set with little variety (a frozen frame, blur) can score below "
-                  "the tokenizer's reconstruction of the real continuation. KVD (unbiased MMD² with the cubic "
-                  "polynomial kernel on the same features; 0 in expectation for matching sets) has no such bias "
-                  "but a large variance at this count. Compare methods at one horizon, not across horizons.", "",
+                  "for sets with much spread: a set with little variety (a frozen frame, blur) gains. KVD "
+                  "(unbiased MMD² with the cubic polynomial kernel on the same features; 0 in expectation for "
+                  "matching sets) has no such bias but a large variance at this count. A score below the frozen "
+                  "frame can come from near-static samples: read it with the next-frame check and the GIFs. "
+                  "How often each comparison holds on random subsets of the videos: "
+                  "`python -m maskflow_jax.eval.resample <workdir>`. Compare methods at one horizon, not across "
+                  "horizons.", "",
                   "| horizon | method | FVD | KVD | NFE | s / generated frame |", "|---|---|---|---|---|---|"]
         for r in rows:
             nfe = "" if r["nfe"] is None else r["nfe"]
