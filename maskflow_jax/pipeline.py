@@ -132,7 +132,8 @@ def write_report(cfg, workdir, results):
                   "for sets with much spread: a set with little variety (a frozen frame, blur) gains. KVD "
                   "(unbiased MMD² with the cubic polynomial kernel on the same features; 0 in expectation for "
                   "matching sets) has no such bias but a large variance at this count. A score below the frozen "
-                  "frame can come from near-static samples: read it with the next-frame check and the GIFs. "
+                  "frame can come from samples whose features vary as little as a frozen frame's (low-contrast "
+                  "blur): read it with the next-frame check and the GIFs. "
                   "How often each comparison holds on random subsets of the videos: "
                   "`python -m maskflow_jax.eval.resample <workdir>`. Compare methods at one horizon, not across "
                   "horizons.", "",
