@@ -157,14 +157,14 @@ def report_section(sweep, by_length, settings):
              f"stride {first['stride']}, window {st['window']})", "",
              "| sampler | steps | chunks | NFE | FVD | KVD | num videos | s / generated frame |",
              "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['label']} | {r['steps']} | {r['chunks']} | {r['nfe']} | {r['fvd']:.1f} | {_kvd(r)} | {r['num_videos']} | "
-              f"{r['seconds_per_frame']:.4f} |" for r in sweep]
+    lines += [f"| {r['label']} | {r['steps']} | {r['chunks']} | {r['nfe']} | {r['fvd']:.1f} | {_kvd(r)} | "
+              f"{r['num_videos']} | {r['seconds_per_frame']:.4f} |" for r in sweep]
     lines += ["", f"![FVD against NFE](eval/{PLOT})", "",
               f"### Full-sequence vs autoregressive generation (window {st['window']})", "",
               "Full sequence: m = 2 context frames, stride T_w - 2 (whole windows chained chunk-wise); "
               "autoregressive: m = T_w - 1, stride 1 (one new frame per window).", "",
-              "| mode | length | x training clip | sampler | steps | m | stride | chunks | NFE | FVD | KVD | num videos "
-              "| s / generated frame |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| mode | length | x training clip | sampler | steps | m | stride | chunks | NFE | FVD | KVD "
+              "| num videos | s / generated frame |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['mode']} | {r['length']} | {r['multiple']:g} | {r['sampler'].upper()} | {r['steps']} | "
               f"{r['context']} | {r['stride']} | {r['chunks']} | {r['nfe']} | {r['fvd']:.1f} | {_kvd(r)} | "
               f"{r['num_videos']} | {r['seconds_per_frame']:.4f} |" for r in by_length]

@@ -23,11 +23,12 @@ WINDOW = 16  # I3D clip length used for every horizon (the last 16 frames of the
 
 def evaluate_horizons(cfg, workdir):
     """Generates the longest horizon once for the held-out contexts (chunk-wise rollouts: a shorter
-    horizon is a prefix of a longer one) and returns (FVD rows of the last 16 frames of every horizon,
-    for the model and the baselines; next-frame prediction checks, see prediction_check); writes GIFs,
+    horizon is a prefix of a longer one) and returns (FVD / KVD rows of the last 16 frames of every
+    horizon, for the model and the baselines, with their clips' motion and contrast; next-frame
+    prediction checks, see prediction_check; the real clips' motion and contrast per horizon); writes GIFs,
     a frame strip, the FVD plot and the I3D features of every set (samples/eval_features.npz, for
     `python -m maskflow_jax.eval.resample <workdir>`)."""
-    from maskflow_jax.eval import i3d, plot, protocols, resample  # noqa: PLC0415
+    from maskflow_jax.eval import i3d, metrics, plot, protocols, resample  # noqa: PLC0415
 
     run = inference.load_run(workdir, cfg=cfg, use_ema=cfg.eval.use_ema)
     untrained = inference.Run(cfg=cfg, tokenizer=run.tokenizer, model=run.model,
@@ -57,19 +58,25 @@ def evaluate_horizons(cfg, workdir):
     def stats(videos):
         return protocols.video_stats("maze", videos, feature_fn=feature_fn, batch_size=cfg.eval.batch_size)
 
-    rows, features = [], {}
-    frozen_stats = stats(frozen)  # the same clip at every horizon: its I3D features are computed once
+    def dynamics(videos):  # mean motion and contrast of the clips, in grey levels
+        return {"motion": float(np.mean(metrics.motion(videos))), "contrast": float(np.mean(metrics.contrast(videos)))}
+
+    rows, features, real_dynamics = [], {}, []
+    frozen_set = (stats(frozen), dynamics(frozen))  # the same clip at every horizon: measured once
     for length in horizons:
         sl = slice(length - WINDOW, length)
         reference = stats(real_pixels[:, sl])
-        candidates = {"tokenizer reconstruction (ceiling)": stats(run.tokenizer.decode(real_tokens[:, sl])),
-                      "MaskFlow": stats(video[:, sl]), "frozen last context frame": frozen_stats,
-                      "untrained denoiser": stats(blank[:, sl])}
+        real_dynamics.append({"horizon": length, **dynamics(real_pixels[:, sl])})
+        recon = run.tokenizer.decode(real_tokens[:, sl])
+        candidates = {"tokenizer reconstruction (ceiling)": (stats(recon), dynamics(recon)),
+                      "MaskFlow": (stats(video[:, sl]), dynamics(video[:, sl])),
+                      "frozen last context frame": frozen_set,
+                      "untrained denoiser": (stats(blank[:, sl]), dynamics(blank[:, sl]))}
         features[(resample.REFERENCE, length)] = reference.features
-        features.update({(name, length): fake.features for name, fake in candidates.items()})
-        for name, fake in candidates.items():
+        features.update({(name, length): fake.features for name, (fake, _) in candidates.items()})
+        for name, (fake, dyn) in candidates.items():
             res = protocols.make_record("maze", reference, fake, use_ema=cfg.eval.use_ema)
-            rows.append({"horizon": length, "method": name, "fvd": res["fvd"], "kvd": res["kvd"],
+            rows.append({"horizon": length, "method": name, "fvd": res["fvd"], "kvd": res["kvd"], **dyn,
                          "num_videos": res["num_fake"],
                          "nfe": _prefix_nfe(cfg, longest, length, info) if name == "MaskFlow" else None,
                          "seconds_per_frame": per_frame if name == "MaskFlow" else None})
@@ -82,7 +89,7 @@ def evaluate_horizons(cfg, workdir):
                       for k in methods},
                      title=f"FVD of the last {WINDOW} frames vs horizon ({len(ctx)} videos)", xlabel="frames generated",
                      ylabel="FVD")
-    return rows, checks
+    return rows, checks, real_dynamics
 
 
 def prediction_check(cfg, run, real_tokens, actions=None):
@@ -136,13 +143,21 @@ def write_report(cfg, workdir, results):
                   "blur): read it with the next-frame check and the GIFs. "
                   "How often each comparison holds on random subsets of the videos: "
                   "`python -m maskflow_jax.eval.resample <workdir>`. Compare methods at one horizon, not across "
-                  "horizons.", "",
-                  "| horizon | method | FVD | KVD | NFE | s / generated frame |", "|---|---|---|---|---|---|"]
-        for r in rows:
-            nfe = "" if r["nfe"] is None else r["nfe"]
-            spf = "" if r["seconds_per_frame"] is None else f"{r['seconds_per_frame']:.3f}"
-            kvd = "" if r.get("kvd") is None else f"{r['kvd']:.1f}"
-            lines.append(f"| {r['horizon']} | {r['method']} | {r['fvd']:.1f} | {kvd} | {nfe} | {spf} |")
+                  "horizons. Motion: mean absolute change between consecutive frames; contrast: standard "
+                  "deviation of a frame's pixels (both in grey levels, eval/metrics.py): a sharp sample that "
+                  "moves like the real videos has both near the real clips'.", "",
+                  "| horizon | method | FVD | KVD | motion | contrast | NFE | s / generated frame |",
+                  "|---|---|---|---|---|---|---|---|"]
+        real = {d["horizon"]: d for d in results["eval"].get("real_dynamics", [])}
+        num = lambda r, k, fmt: "" if r.get(k) is None else format(r[k], fmt)  # noqa: E731
+        for i, r in enumerate(rows):
+            if r["horizon"] in real and (i == 0 or rows[i - 1]["horizon"] != r["horizon"]):
+                d = real[r["horizon"]]
+                lines.append(f"| {r['horizon']} | real held-out videos (the reference) |  |  | {d['motion']:.1f} | "
+                             f"{d['contrast']:.1f} |  |  |")
+            lines.append(f"| {r['horizon']} | {r['method']} | {r['fvd']:.1f} | {num(r, 'kvd', '.1f')} | "
+                         f"{num(r, 'motion', '.1f')} | {num(r, 'contrast', '.1f')} | {num(r, 'nfe', 'd')} | "
+                         f"{num(r, 'seconds_per_frame', '.3f')} |")
     checks = results.get("eval", {}).get("prediction", [])
     if checks:
         lines += ["", f"## Next-frame token prediction (teacher-forced, {checks[0]['num_clips']} held-out clips)", "",
@@ -191,9 +206,9 @@ def run_pipeline(cfg, workdir):
                            f"masked accuracy {last.get('accuracy', float('nan')):.3f}"}
 
     def evaluate():
-        rows, checks = evaluate_horizons(cfg, workdir)
+        rows, checks, real = evaluate_horizons(cfg, workdir)
         model = {r["horizon"]: r["fvd"] for r in rows if r["method"] == "MaskFlow"}
-        return {"rows": rows, "prediction": checks,
+        return {"rows": rows, "prediction": checks, "real_dynamics": real,
                 "summary": "MaskFlow FVD by horizon " + ", ".join(f"{h}: {v:.0f}" for h, v in model.items())
                            + "; next-frame accuracy " + ", ".join(f"m={c['context']}: {c['accuracy']:.3f} (copy "
                                                                   f"{c['copy_accuracy']:.3f})" for c in checks)}

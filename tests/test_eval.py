@@ -221,6 +221,20 @@ def test_i3d_forward_small_clip(i3d_vars):
 
 # --- PSNR / SSIM ------------------------------------------------------------------------------------
 
+def test_motion_and_contrast_hand_values():
+    frozen = np.repeat(np.random.default_rng(13).integers(0, 256, (2, 1, 8, 8, 3)), 5, axis=1).astype(np.uint8)
+    np.testing.assert_array_equal(np.asarray(metrics.motion(frozen)), 0.0)  # a frozen frame does not move
+    ramp = np.zeros((1, 3, 4, 4, 1), np.uint8)
+    ramp[0, 1], ramp[0, 2] = 10, 40  # |10 - 0| and |40 - 10| -> mean 20
+    assert float(metrics.motion(ramp)[0]) == pytest.approx(20.0)
+    halves = np.zeros((1, 2, 4, 4, 1), np.uint8)
+    halves[:, :, :, 2:] = 100  # half the pixels 0, half 100: standard deviation 50 in every frame
+    assert float(metrics.contrast(halves)[0]) == pytest.approx(50.0)
+    assert float(metrics.contrast(np.full((1, 2, 4, 4, 3), 7, np.uint8))[0]) == 0.0
+    with pytest.raises(ValueError, match="T >= 2"):
+        metrics.motion(frozen[:, :1])
+
+
 def test_psnr_identities_and_hand_value():
     a = np.random.default_rng(6).integers(0, 256, (2, 3, 16, 16, 3)).astype(np.uint8)
     assert np.isinf(np.asarray(metrics.psnr(a, a))).all()

@@ -20,7 +20,13 @@ def test_smoke_pipeline_end_to_end_and_restart(smoke_run):
     assert {r["method"] for r in rows} == {"MaskFlow", "frozen last context frame", "untrained denoiser",
                                            "tokenizer reconstruction (ceiling)"}
     assert all(r["fvd"] > 0 for r in rows) and os.path.exists(os.path.join(workdir, "samples", "horizon_16.gif"))
-    assert all(np.isfinite(r["kvd"]) for r in rows) and "| horizon | method | FVD | KVD |" in report
+    assert all(np.isfinite(r["kvd"]) for r in rows) and "| horizon | method | FVD | KVD | motion | contrast |" in report
+    dyn = {r["method"]: r for r in rows}
+    assert dyn["frozen last context frame"]["motion"] == 0 and dyn["frozen last context frame"]["contrast"] > 0
+    assert all(dyn[m]["motion"] > 0 for m in ("MaskFlow", "untrained denoiser", "tokenizer reconstruction (ceiling)"))
+    real = results["eval"]["real_dynamics"]
+    assert [d["horizon"] for d in real] == [16] and real[0]["motion"] > 0
+    assert f"| 16 | real held-out videos (the reference) |  |  | {real[0]['motion']:.1f} |" in report
     checks = results["eval"]["prediction"]  # m = context (2) and F - 1 (7) on 8-frame held-out windows
     assert [c["context"] for c in checks] == [2, 7] and all(c["num_clips"] == 8 for c in checks)
     assert all(0 <= c["accuracy"] <= 1 and 0 < c["changed_fraction"] < 1 for c in checks)

@@ -1,10 +1,14 @@
-"""PSNR and SSIM between generated and real videos, per frame, in jnp.
+"""PSNR and SSIM between generated and real videos, per frame, in jnp; motion and contrast of a video.
 
 For TECO's teacher-forced / action-conditioned protocol (compare the generated continuation with
 the real one). Inputs: videos (B, T, H, W, C), uint8 in [0, 255] or float in [0, max_val].
 Outputs: (B, T) per-frame values; average them over T (and B) as the protocol requires.
 SSIM: Wang et al. (2004) with an 11×11 Gaussian window (σ 1.5), K1 0.01, K2 0.03, VALID filtering,
 population (biased) local variances, averaged over pixels and channels (as tf.image.ssim).
+Motion and contrast (no reference): per video (B,), in the pixel units of the input (0-255 for
+uint8). Motion is the mean absolute change between consecutive frames (0 for a frozen frame);
+contrast is the standard deviation of each frame's pixels, averaged over frames (low for blur).
+Beside FVD they tell a moving, sharp sample from a frozen or washed-out one.
 """
 import jax
 import jax.numpy as jnp
@@ -72,3 +76,22 @@ def ssim(a, b, max_val=None, size=11, sigma=1.5, k1=0.01, k2=0.03):
     sxy = _filter(x * y, g) - mx * my
     s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (sxx + syy + c2))
     return jnp.mean(s, axis=(1, 2, 3)).reshape(bsz, t)
+
+
+def _video(v, min_frames=1):
+    v = jnp.asarray(v)
+    if v.ndim != 5 or v.shape[1] < min_frames:
+        raise ValueError(f"videos must be (B, T, H, W, C) with T >= {min_frames}; got shape {v.shape}")
+    return v.astype(jnp.float32)
+
+
+def motion(videos):
+    """Mean |frame t+1 - frame t| over pixels, channels and t (B,); videos (B, T >= 2, H, W, C)."""
+    v = _video(videos, 2)
+    return jnp.mean(jnp.abs(v[:, 1:] - v[:, :-1]), axis=(1, 2, 3, 4))
+
+
+def contrast(videos):
+    """Per-frame standard deviation over pixels and channels, averaged over frames (B,)."""
+    v = _video(videos)
+    return jnp.mean(jnp.std(v, axis=(2, 3, 4)), axis=1)
