@@ -14,6 +14,8 @@ Whole-clip FVD: the protocol's frames (e.g. the first 16 of maskflow/styleganv/m
 teco); for `maskflow` the reference is the tokenizer's reconstruction of the real clips (SPEC §12).
 PSNR / SSIM: generated vs real frames per window; meaningful when generation follows the real
 trajectory (TECO's action-conditioned setting), otherwise a measure of divergence from it.
+Motion / contrast (eval/metrics.py) of the generated and the real frames per window: how much the
+video changes from frame to frame and how sharp its frames are, in grey levels.
 
 Writes `<workdir>/eval/<protocol>.json` and `<workdir>/eval/<protocol>_fvd.png`.
 Shapes: N videos, L frames, H×W pixels, h×w tokens.
@@ -141,6 +143,7 @@ def evaluate_run(cfg, workdir, *, feature_fn=None, run=None, seed=0):
     real_h, fake_h = [FeatureStats() for _ in real_spans], [FeatureStats() for _ in windows]
     real_c, fake_c = FeatureStats(), FeatureStats()
     psnr, ssim = [[] for _ in windows], [[] for _ in windows]
+    dyn = {k: [[] for _ in windows] for k in ("motion", "contrast", "real_motion", "real_contrast")}
     nfe, gen_seconds, t0 = None, 0.0, time.time()
     key = jax.random.key(seed)
     actions = heldout_actions(cfg, workdir, idx, length)
@@ -157,7 +160,11 @@ def evaluate_run(cfg, workdir, *, feature_fn=None, run=None, seed=0):
         _add([real_c], protocols.stream_stats(real, [real_clip], fn, batch_size=bs, transform=reference_fn))
         _add([fake_c], protocols.stream_stats(fake, [clip_span], fn, batch_size=bs))
         for k, (a, z) in enumerate(windows):
+            dyn["motion"][k].append(np.asarray(metrics.motion(fake[:, a:z])))
+            dyn["contrast"][k].append(np.asarray(metrics.contrast(fake[:, a:z])))
             if z <= real_len:
+                dyn["real_motion"][k].append(np.asarray(metrics.motion(real[:, a:z])))
+                dyn["real_contrast"][k].append(np.asarray(metrics.contrast(real[:, a:z])))
                 psnr[k].append(np.minimum(np.asarray(metrics.psnr(fake[:, a:z], real[:, a:z])), PSNR_CAP).mean(1))
                 ssim[k].append(np.asarray(metrics.ssim(fake[:, a:z], real[:, a:z])).mean(1))
         logging.info("eval: %d / %d videos", min((b + 1) * bs, len(idx)), len(idx))
@@ -176,6 +183,7 @@ def evaluate_run(cfg, workdir, *, feature_fn=None, run=None, seed=0):
         "whole_clip": record,
         "horizon": {"windows": [list(w) for w in windows], "fvd": curve, "kvd": kvd, "real_window": real_window,
                     "psnr": [mean(x) for x in psnr], "ssim": [mean(x) for x in ssim],
+                    **{k: [mean(x) for x in v] for k, v in dyn.items()},
                     "window_end_in_training_lengths": [z / cfg.data.frames for _, z in windows]},
         "num_videos": len(idx), "context": m, "length": length, "sampler": cfg.sampling.sampler,
         "preset": cfg.sampling.preset, "steps": cfg.sampling.steps, "nfe": nfe, "step": int(run.step),

@@ -54,6 +54,8 @@ def test_eval_mode_writes_json_and_plot(smoke_run):
     assert all(np.isfinite(v) and v > 0 for v in h["fvd"]) and len(h["kvd"]) == 2
     assert all(np.isfinite(v) for v in h["kvd"]) and np.isfinite(saved["whole_clip"]["kvd"])
     assert all(0 < v <= evaluate.PSNR_CAP for v in h["psnr"]) and all(-1 <= v <= 1 for v in h["ssim"])
+    for key in ("motion", "contrast", "real_motion", "real_contrast"):
+        assert len(h[key]) == 2 and all(0 < v < 255 for v in h[key]), key
     clip = saved["whole_clip"]
     assert clip["protocol"] == "maze" and clip["num_real"] == clip["num_fake"] == 4 and clip["fvd"] > 0
     assert clip["feature"].startswith("i3d") and clip["use_ema"] is True and clip["frames"] == 16
