@@ -8,11 +8,11 @@ N < D makes the covariances singular). FeatureStats accumulates the statistics b
 (Chan et al.'s pairwise update), so thousands of videos never sit in memory at once.
 
 KVD (kernel_distance) is the unbiased MMD² with the cubic polynomial kernel k(x, y) = (xᵀy / D + 1)³
-(KID's kernel on I3D features; StyleGAN-V and TATS report it as KVD). Unlike the Fréchet distance,
-its estimate is unbiased at any N, so it does not reward a set for having little spread: with a
-few videos (N ≪ D) FVD is dominated by Tr(S_a) + Tr(S_b) - 2 Tr((S_a S_b)^½), which is smallest for a
-set with small covariance, e.g. a frozen frame. Its estimate can be slightly negative when the sets
-match. FeatureStats keeps the raw features of up to MAX_KEPT videos for it.
+(KID's kernel, Bińkowski et al. 2018, on I3D features: the KVD that Unterthiner et al. 2018 define
+beside FVD). Unlike the Fréchet distance, its estimate is unbiased at any N, so it does not reward a
+set for having little spread: with a few videos (N ≪ D) FVD is dominated by
+Tr(S_a) + Tr(S_b) - 2 Tr((S_a S_b)^½), which is smallest for a set with small covariance, e.g. a
+frozen frame. Its estimate can be slightly negative when the sets match. FeatureStats keeps the raw features of up to MAX_KEPT videos for it.
 Shapes: N videos, D feature size (400 for I3D).
 """
 import numpy as np
