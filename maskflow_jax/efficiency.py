@@ -103,9 +103,7 @@ def efficiency_rows(cfg, workdir, *, feature_fn=None, run=None):
     feature_fn = feature_fn or i3d.make_feature_fn(weights=cfg.eval.i3d_weights)
     fvd_kw = dict(feature_fn=feature_fn, use_ema=cfg.eval.use_ema, batch_size=cfg.eval.batch_size)
     longest = max([sweep_len] + lengths)
-    real_tokens, real_pixels = evaluate.heldout(cfg, workdir, e.num_videos, longest)
-    actions = evaluate.heldout_actions(cfg, workdir, evaluate.heldout_indices(cfg, workdir, e.num_videos, longest),
-                                       longest)
+    real_tokens, real_pixels, actions = evaluate.heldout(cfg, workdir, e.num_videos, longest)
     refs, warmed = {}, set()
 
     def reference(length):  # feature statistics of the real frames [length - WINDOW, length), computed once

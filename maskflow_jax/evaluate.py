@@ -68,10 +68,12 @@ def heldout_batches(cfg, workdir, indices, length, batch_size):
 
 
 def heldout(cfg, workdir, num, length):
-    """(tokens (N, length, h, w), pixels (N, length, H, W, 3)) of held-out videos, all at once."""
+    """(tokens (N, length, h, w), pixels (N, length, H, W, 3), actions (N, length) or None) of the first
+    `num` held-out videos of >= `length` frames, all at once; actions only for an action-conditioned
+    run (heldout_actions)."""
     idx = heldout_indices(cfg, workdir, num, length)
-    parts = list(heldout_batches(cfg, workdir, idx, length, len(idx)))
-    return parts[0]
+    tokens, pixels = next(heldout_batches(cfg, workdir, idx, length, len(idx)))
+    return tokens, pixels, heldout_actions(cfg, workdir, idx, length)
 
 
 def heldout_actions(cfg, workdir, indices, length):

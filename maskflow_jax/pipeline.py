@@ -28,7 +28,7 @@ def evaluate_horizons(cfg, workdir):
     prediction checks, see prediction_check; the real clips' motion and contrast per horizon); writes GIFs,
     a frame strip, the FVD plot and the I3D features of every set (samples/eval_features.npz, for
     `python -m maskflow_jax.eval.resample <workdir>`)."""
-    from maskflow_jax.eval import i3d, metrics, plot, protocols, resample  # noqa: PLC0415
+    from maskflow_jax.eval import fvd, i3d, metrics, plot, protocols, resample  # noqa: PLC0415
 
     run = inference.load_run(workdir, cfg=cfg, use_ema=cfg.eval.use_ema)
     untrained = inference.Run(cfg=cfg, tokenizer=run.tokenizer, model=run.model,
@@ -38,9 +38,7 @@ def evaluate_horizons(cfg, workdir):
     f, m = cfg.data.frames, cfg.sampling.context
     horizons = [h * f for h in cfg.eval.horizons]
     longest = max(horizons)
-    real_tokens, real_pixels = evaluate.heldout(cfg, workdir, cfg.eval.num_videos, longest)
-    actions = evaluate.heldout_actions(cfg, workdir, evaluate.heldout_indices(cfg, workdir, cfg.eval.num_videos,
-                                                                              longest), longest)
+    real_tokens, real_pixels, actions = evaluate.heldout(cfg, workdir, cfg.eval.num_videos, longest)
     ctx = real_tokens[:, :m]
     checks = prediction_check(cfg, run, real_tokens, actions)
     start = time.perf_counter()
@@ -82,7 +80,11 @@ def evaluate_horizons(cfg, workdir):
                          "seconds_per_frame": per_frame if name == "MaskFlow" else None})
         inference.save_gif(os.path.join(samples, f"horizon_{length}.gif"), video[0, :length])
         logging.info("horizon %d: %s", length, {r["method"]: round(r["fvd"], 1) for r in rows if r["horizon"] == length})
-    resample.save_features(os.path.join(samples, resample.FEATURES_FILE), features)  # for eval/resample.py
+    if all(x is not None for x in features.values()):  # for eval/resample.py
+        resample.save_features(os.path.join(samples, resample.FEATURES_FILE), features)
+    else:  # FeatureStats drops raw features past fvd.MAX_KEPT videos
+        logging.warning("more than %d eval videos: raw I3D features not kept, %s not written",
+                        fvd.MAX_KEPT, resample.FEATURES_FILE)
     methods = list(dict.fromkeys(r["method"] for r in rows))
     plot.plot_curves(os.path.join(samples, "fvd_by_horizon.png"),
                      {k: ([r["horizon"] for r in rows if r["method"] == k], [r["fvd"] for r in rows if r["method"] == k])

@@ -155,5 +155,8 @@ def test_heldout_actions_come_from_the_token_cache(smoke_run):
     assert acts.shape == (2, length) and acts.dtype == np.int32
     assert set(np.unique(acts)) <= {maze.LEFT, maze.RIGHT, maze.FORWARD}
     assert len(np.unique(acts)) > 1  # a real trajectory, not padding
+    tokens, _, with_tokens = evaluate.heldout(cfg, workdir, 2, length)  # the same videos' tokens and actions
+    np.testing.assert_array_equal(with_tokens, acts)
+    assert tokens.shape[:2] == (2, length)
     with pytest.raises(ValueError, match="lower config.sampling.horizon"):
         evaluate.heldout_actions(cfg, workdir, [0], length + 1)

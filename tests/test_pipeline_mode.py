@@ -73,7 +73,8 @@ class _Oracle:
 
     def __init__(self, cfg, workdir, run, shift=0):
         self.tokenizer, self.step, self.shift = run.tokenizer, 0, shift
-        self.tokens, self.pixels = evaluate.heldout(cfg, workdir, 4, 34)
+        self.tokens, self.pixels, actions = evaluate.heldout(cfg, workdir, 4, 34)
+        assert actions is None  # the smoke run is not action-conditioned
 
     def generate(self, rng, context_tokens, num_frames, context, actions=None):
         rows = [int(np.flatnonzero((self.tokens[:, :context] == c).all(axis=(1, 2, 3)))[0]) for c in context_tokens]

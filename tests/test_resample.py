@@ -52,6 +52,16 @@ def test_summarize_rows_and_feature_file_round_trip(tmp_path):
     assert frozen["trace_cov"] > rows[0]["trace_cov"]
     with pytest.raises(FileNotFoundError, match="run the pipeline's eval stage first"):
         resample.load_features(str(tmp_path / "missing.npz"))
+    corrupt = tmp_path / "corrupt.npz"
+    corrupt.write_bytes(open(path, "rb").read()[:100])  # a truncated file
+    with pytest.raises(ValueError, match="not a readable feature file.*stages/eval.json"):
+        resample.load_features(str(corrupt))
+    np.savez(tmp_path / "bad.npz", **{"MaskFlow": near})  # no '|<horizon>'
+    with pytest.raises(ValueError, match="'MaskFlow' of shape"):
+        resample.load_features(str(tmp_path / "bad.npz"))
+    np.savez(tmp_path / "noref.npz", **{"MaskFlow|16": near})
+    with pytest.raises(ValueError, match="no 'reference'"):
+        resample.load_features(str(tmp_path / "noref.npz"))
 
 
 def test_cli_on_the_smoke_runs_saved_features(smoke_run, capsys):

@@ -15,6 +15,7 @@ Shapes: N videos, D feature size (400 for I3D).
 import argparse
 import json
 import os
+import zipfile
 
 import numpy as np
 
@@ -36,14 +37,25 @@ def save_features(path, features):
 
 
 def load_features(path):
-    """{(method, horizon): (N, D) float64} from save_features' file."""
+    """{(method, horizon): (N, D) float64} from save_features' file; a missing, unreadable or
+    malformed file is a FileNotFoundError / ValueError that says how to rebuild it."""
+    rebuild = "rerun the pipeline's eval stage (delete <workdir>/stages/eval.json, then run the same command)"
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} is missing: run the pipeline's eval stage first (it saves the features)")
-    with np.load(path) as data:
-        out = {}
-        for key in data.files:
-            method, _, horizon = key.rpartition("|")
-            out[(method, int(horizon))] = data[key].astype(np.float64)
+    try:
+        with np.load(path) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path} is not a readable feature file ({err}): {rebuild}") from err
+    out = {}
+    for key, x in arrays.items():
+        method, _, horizon = key.rpartition("|")
+        if not method or not horizon.isdigit() or x.ndim != 2:
+            raise ValueError(f"{path}: entry {key!r} of shape {x.shape} is not '<method>|<horizon>' features "
+                             f"(N, D): {rebuild}")
+        out[(method, int(horizon))] = x.astype(np.float64)
+    if not any(method == REFERENCE for method, _ in out):
+        raise ValueError(f"{path} holds no {REFERENCE!r} (real-clip) features: {rebuild}")
     return out
 
 
