@@ -146,6 +146,31 @@ class Run:
         return (self.tokenizer.decode(tokens) if decode else tokens), info
 
 
+class UntrainedRun(Run):
+    """The untrained denoiser, without running the network: `params` is a float32 scalar 0 and the
+    logits are that scalar broadcast to (B, F, H, W, V), i.e. uniform over the vocabulary.
+
+    This is exactly what the untrained (initialised or zeroed) Latte denoiser outputs: its adaLN-Zero
+    head is zero-initialised, so the logits are 0 whatever the input (tests/test_rollout.py
+    checks this and that the generated tokens are identical), at no network cost. The zero is a
+    runtime argument, not a constant, for the XLA:CPU folding reason of `rollout.make_chunk_fn`.
+    """
+
+    def apply_fn(self) -> Callable:
+        vocab = self.model.vocab_size
+
+        def apply(params, tokens, t, actions=None):
+            del t, actions
+            return jax.numpy.broadcast_to(params, tuple(tokens.shape) + (vocab,))
+
+        return apply
+
+
+def untrained_run(run):
+    """The untrained-denoiser baseline of `run` (same config, tokenizer and sampler): see UntrainedRun."""
+    return UntrainedRun(cfg=run.cfg, tokenizer=run.tokenizer, model=run.model, params=np.float32(0.0), step=0)
+
+
 def load_run(workdir, cfg=None, use_ema=True, step=None):
     """Loads a trained run (config from its checkpoint unless given; EMA weights by default; the latest
     checkpoint unless `step` names one)."""

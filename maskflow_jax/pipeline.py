@@ -31,9 +31,7 @@ def evaluate_horizons(cfg, workdir):
     from maskflow_jax.eval import fvd, i3d, metrics, plot, protocols, resample  # noqa: PLC0415
 
     run = inference.load_run(workdir, cfg=cfg, use_ema=cfg.eval.use_ema)
-    untrained = inference.Run(cfg=cfg, tokenizer=run.tokenizer, model=run.model,
-                              params=jax.tree.map(np.zeros_like, run.params), step=0)
-    # Zero-initialised (untrained) denoiser: uniform logits, i.e. the untrained model of the report.
+    untrained = inference.untrained_run(run)  # uniform logits, as the zero-initialised head gives
     feature_fn = i3d.make_feature_fn(weights=cfg.eval.i3d_weights)
     f, m = cfg.data.frames, cfg.sampling.context
     horizons = [h * f for h in cfg.eval.horizons]

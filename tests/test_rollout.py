@@ -119,3 +119,37 @@ def test_run_sampler_takes_parameters_as_arguments():
     assert len(np.unique(new)) > 0.9 * n_embed, len(np.unique(new))
     assert all(len(np.unique(new[b, f])) > 16 for b in range(4) for f in range(frames - 2))
     assert run.chunk_fn()._cache_size() == 1
+
+
+def test_untrained_run_is_the_zero_initialised_network_without_its_cost():
+    """inference.untrained_run (the report's untrained baseline) gives exactly the logits of the
+    initialised and of the zeroed network (adaLN-Zero: a zero head), so the same tokens from the same
+    key, spread over the codebook (no XLA:CPU constant folding) and with one compilation."""
+    import types  # noqa: PLC0415
+
+    from maskflow_jax import inference  # noqa: PLC0415
+    from maskflow_jax.models.latte import make_denoiser  # noqa: PLC0415
+
+    frames, grid, n_embed = 8, 4, 32
+    cfg = tiny_config(frames=frames, grid=grid, n_embed=n_embed)
+    cfg.sampling.context, cfg.sampling.stride, cfg.sampling.steps = 2, 6, 4
+    model = make_denoiser(cfg.model, n_embed + 1)
+    rng = np.random.default_rng(0)
+    tokens = jnp.asarray(rng.integers(0, n_embed + 1, (4, frames, grid, grid)), jnp.int32)
+    t = jnp.asarray(rng.uniform(size=(4, frames)), jnp.float32)
+    init = model.init(jax.random.key(1), tokens, t)["params"]
+    tok = types.SimpleNamespace(grid=(grid, grid))
+    trained_like = inference.Run(cfg=cfg, tokenizer=tok, model=model, params=init, step=0)
+    untrained = inference.untrained_run(trained_like)
+    want = np.asarray(untrained.apply_fn()(untrained.params, tokens, t))
+    assert want.shape == (4, frames, grid, grid, n_embed + 1) and not want.any()
+    for params in (init, jax.tree.map(jnp.zeros_like, init)):
+        np.testing.assert_array_equal(np.asarray(model.apply({"params": params}, tokens, t)), want)
+    ctx = np.asarray(tokens[:, :2]) % n_embed
+    zeroed = inference.Run(cfg=cfg, tokenizer=tok, model=model, params=jax.tree.map(jnp.zeros_like, init), step=0)
+    a, info = untrained.generate(jax.random.key(3), context_tokens=ctx, num_frames=14, decode=False)
+    b, _ = zeroed.generate(jax.random.key(3), context_tokens=ctx, num_frames=14, decode=False)
+    np.testing.assert_array_equal(a, b)
+    assert info["nfe"] == 4 * 2 and a.max() < n_embed
+    assert len(np.unique(a[:, 2:])) == n_embed  # uniform logits: every code appears among 4 x 12 x 16 tokens
+    assert untrained.chunk_fn()._cache_size() == 1
