@@ -36,7 +36,7 @@ import os
 import jax
 
 from maskflow_jax import evaluate, inference
-from maskflow_jax.pipeline import WINDOW
+from maskflow_jax.pipeline import WINDOW, cell
 
 BEGIN, END = "<!-- efficiency:begin -->", "<!-- efficiency:end -->"
 PLOT = "efficiency_fvd_nfe.png"
@@ -135,10 +135,6 @@ def efficiency_rows(cfg, workdir, *, feature_fn=None, run=None):
     return sweep, by_length, settings
 
 
-def _kvd(row):
-    return "" if row.get("kvd") is None else f"{row['kvd']:.1f}"
-
-
 def report_section(sweep, by_length, settings):
     """The markdown of the REPORT.md section, between BEGIN / END markers."""
     st = settings
@@ -155,8 +151,8 @@ def report_section(sweep, by_length, settings):
              f"stride {first['stride']}, window {st['window']})", "",
              "| sampler | steps | chunks | NFE | FVD | KVD | num videos | s / generated frame |",
              "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['label']} | {r['steps']} | {r['chunks']} | {r['nfe']} | {r['fvd']:.1f} | {_kvd(r)} | "
-              f"{r['num_videos']} | {r['seconds_per_frame']:.4f} |" for r in sweep]
+    lines += [f"| {r['label']} | {r['steps']} | {r['chunks']} | {r['nfe']} | {r['fvd']:.1f} | "
+              f"{cell(r, 'kvd', '.1f')} | {r['num_videos']} | {r['seconds_per_frame']:.4f} |" for r in sweep]
     lines += ["", f"![FVD against NFE](eval/{PLOT})", "",
               f"### Full-sequence vs autoregressive generation (window {st['window']})", "",
               "Full sequence: m = 2 context frames, stride T_w - 2 (whole windows chained chunk-wise); "
@@ -164,8 +160,8 @@ def report_section(sweep, by_length, settings):
               "| mode | length | x training clip | sampler | steps | m | stride | chunks | NFE | FVD | KVD "
               "| num videos | s / generated frame |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['mode']} | {r['length']} | {r['multiple']:g} | {r['sampler'].upper()} | {r['steps']} | "
-              f"{r['context']} | {r['stride']} | {r['chunks']} | {r['nfe']} | {r['fvd']:.1f} | {_kvd(r)} | "
-              f"{r['num_videos']} | {r['seconds_per_frame']:.4f} |" for r in by_length]
+              f"{r['context']} | {r['stride']} | {r['chunks']} | {r['nfe']} | {r['fvd']:.1f} | "
+              f"{cell(r, 'kvd', '.1f')} | {r['num_videos']} | {r['seconds_per_frame']:.4f} |" for r in by_length]
     lines += ["", "Raw numbers: `eval/efficiency.json`.", END]
     return "\n".join(lines)
 

@@ -21,6 +21,11 @@ from maskflow_jax.data import tokens
 WINDOW = 16  # I3D clip length used for every horizon (the last 16 frames of the horizon)
 
 
+def cell(row, key, fmt):
+    """A report table cell: row[key] formatted with `fmt`, or empty when missing or None."""
+    return "" if row.get(key) is None else format(row[key], fmt)
+
+
 def evaluate_horizons(cfg, workdir):
     """Generates the longest horizon once for the held-out contexts (chunk-wise rollouts: a shorter
     horizon is a prefix of a longer one) and returns (FVD / KVD rows of the last 16 frames of every
@@ -149,15 +154,14 @@ def write_report(cfg, workdir, results):
                   "| horizon | method | FVD | KVD | motion | contrast | NFE | s / generated frame |",
                   "|---|---|---|---|---|---|---|---|"]
         real = {d["horizon"]: d for d in results["eval"].get("real_dynamics", [])}
-        num = lambda r, k, fmt: "" if r.get(k) is None else format(r[k], fmt)  # noqa: E731
         for i, r in enumerate(rows):
             if r["horizon"] in real and (i == 0 or rows[i - 1]["horizon"] != r["horizon"]):
                 d = real[r["horizon"]]
                 lines.append(f"| {r['horizon']} | real held-out videos (the reference) |  |  | {d['motion']:.1f} | "
                              f"{d['contrast']:.1f} |  |  |")
-            lines.append(f"| {r['horizon']} | {r['method']} | {r['fvd']:.1f} | {num(r, 'kvd', '.1f')} | "
-                         f"{num(r, 'motion', '.1f')} | {num(r, 'contrast', '.1f')} | {num(r, 'nfe', 'd')} | "
-                         f"{num(r, 'seconds_per_frame', '.3f')} |")
+            lines.append(f"| {r['horizon']} | {r['method']} | {r['fvd']:.1f} | {cell(r, 'kvd', '.1f')} | "
+                         f"{cell(r, 'motion', '.1f')} | {cell(r, 'contrast', '.1f')} | {cell(r, 'nfe', 'd')} | "
+                         f"{cell(r, 'seconds_per_frame', '.3f')} |")
     checks = results.get("eval", {}).get("prediction", [])
     if checks:
         lines += ["", f"## Next-frame token prediction (teacher-forced, {checks[0]['num_clips']} held-out clips)", "",
