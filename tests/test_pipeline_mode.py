@@ -97,3 +97,26 @@ def test_eval_windows_align_real_and_generated_spans(smoke_run):
     fallback = evaluate.evaluate_run(cfg, workdir, feature_fn=_cheap_features, run=run)
     assert fallback["horizon"]["real_window"] == "first" and len(fallback["horizon"]["fvd"]) == 3
     assert fallback["horizon"]["psnr"][1:] == [None, None] and fallback["length"] == 50
+
+
+def test_eval_without_raw_features_skips_the_feature_file(smoke_run, tmp_path, monkeypatch):
+    """Past fvd.MAX_KEPT eval videos FeatureStats drops the raw I3D features: the eval stage still gives
+    every FVD, leaves KVD empty and skips samples/eval_features.npz (with a warning) instead of failing."""
+    import shutil  # noqa: PLC0415
+
+    from maskflow_jax.eval import fvd, resample  # noqa: PLC0415
+
+    cfg, workdir, results = smoke_run
+    work = str(tmp_path / "run")
+    shutil.copytree(workdir, work)  # this worker's run keeps its feature file for the other tests
+    path = os.path.join(work, "samples", resample.FEATURES_FILE)
+    os.remove(path)
+    warnings = []
+    monkeypatch.setattr(pipeline.logging, "warning", lambda msg, *args: warnings.append(msg % args))
+    monkeypatch.setattr(fvd, "MAX_KEPT", cfg.eval.num_videos - 1)  # the smoke eval has 4 videos
+    rows, _, _ = pipeline.evaluate_horizons(cfg, work)
+    assert not os.path.exists(path)
+    assert len(warnings) == 1 and "raw I3D features not kept" in warnings[0]
+    assert all(r["kvd"] is None for r in rows)
+    np.testing.assert_allclose([r["fvd"] for r in rows], [r["fvd"] for r in results["eval"]["rows"]], rtol=1e-4)
+    assert pipeline.cell(rows[0], "kvd", ".1f") == "" and pipeline.cell({"kvd": 2.345}, "kvd", ".1f") == "2.3"
