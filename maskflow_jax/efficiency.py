@@ -23,7 +23,8 @@ Run it after the pipeline: `python -m maskflow_jax.main --config=configs/maze.py
    full-sequence video is made of full windows chained chunk-wise.
 
 FVD (maze protocol, I3D): the last 16 frames of every generated video against the same 16 frames of
-the held-out videos. The number of videos is printed beside every FVD; with few videos FVD is
+the held-out videos, with KVD on the same features and the clips' motion and contrast (grey levels,
+eval/metrics.py; the real clips' too), which show blur and freezing that a small-sample FVD rewards. The number of videos is printed beside every FVD; with few videos FVD is
 biased upward, so compare rows with each other only. Seconds per generated frame: the rollout's
 sampling time / ((L - m) x videos); compilation is excluded (one warm-up chunk per sampler and steps
 runs first) and so is tokenizer decoding.
@@ -36,6 +37,7 @@ import os
 import jax
 
 from maskflow_jax import evaluate, inference
+from maskflow_jax.eval import metrics
 from maskflow_jax.pipeline import WINDOW, cell
 
 BEGIN, END = "<!-- efficiency:begin -->", "<!-- efficiency:end -->"
@@ -74,11 +76,14 @@ def _generate(run, seed, ctx, length, *, context, stride, sampler, steps, warmed
 
 
 def _row(run, protocols, reference, tokens, info, fvd_kw, **fields):
-    """One result row: FVD of the decoded last WINDOW frames against the reference stats."""
-    res = protocols.evaluate_fvd("maze", reference, run.tokenizer.decode(tokens[:, -WINDOW:]), **fvd_kw)
+    """One result row: FVD / KVD, motion and contrast of the decoded last WINDOW frames (FVD against the
+    reference stats)."""
+    clips = run.tokenizer.decode(tokens[:, -WINDOW:])
+    res = protocols.evaluate_fvd("maze", reference, clips, **fvd_kw)
     n, length = tokens.shape[:2]
     row = dict(fields, length=length, chunks=info["chunks"], nfe=info["nfe"], fvd=res["fvd"], kvd=res["kvd"],
-               num_videos=res["num_fake"], seconds_per_frame=info["seconds"] / ((length - fields["context"]) * n))
+               **metrics.dynamics(clips), num_videos=res["num_fake"],
+               seconds_per_frame=info["seconds"] / ((length - fields["context"]) * n))
     print(f"[efficiency] {row['label']} S={row['steps']} L={length}: {row['chunks']} chunks, NFE {row['nfe']}, "
           f"FVD {row['fvd']:.1f} ({row['num_videos']} videos), {row['seconds_per_frame']:.4f} s / frame", flush=True)
     return row
@@ -104,12 +109,13 @@ def efficiency_rows(cfg, workdir, *, feature_fn=None, run=None):
     fvd_kw = dict(feature_fn=feature_fn, use_ema=cfg.eval.use_ema, batch_size=cfg.eval.batch_size)
     longest = max([sweep_len] + lengths)
     real_tokens, real_pixels, actions = evaluate.heldout(cfg, workdir, e.num_videos, longest)
-    refs, warmed = {}, set()
+    refs, real_dynamics, warmed = {}, {}, set()
 
     def reference(length):  # feature statistics of the real frames [length - WINDOW, length), computed once
         if length not in refs:
-            refs[length] = protocols.video_stats("maze", real_pixels[:, length - WINDOW:length],
-                                                 feature_fn=feature_fn, batch_size=cfg.eval.batch_size)
+            clips = real_pixels[:, length - WINDOW:length]
+            refs[length] = protocols.video_stats("maze", clips, feature_fn=feature_fn, batch_size=cfg.eval.batch_size)
+            real_dynamics[length] = metrics.dynamics(clips)
         return refs[length]
 
     sweep = []
@@ -131,7 +137,8 @@ def efficiency_rows(cfg, workdir, *, feature_fn=None, run=None):
                                   feature=feature))
     settings = {"window": t_w, "sweep_length": sweep_len, "fvd_frames": WINDOW, "num_videos": len(real_tokens),
                 "step": int(run.step), "use_ema": bool(cfg.eval.use_ema), "seed": cfg.seed,
-                "feature": feature}
+                "feature": feature,
+                "real_dynamics": [{"length": k, **v} for k, v in sorted(real_dynamics.items())]}
     return sweep, by_length, settings
 
 
@@ -145,23 +152,36 @@ def report_section(sweep, by_length, settings):
              f"{st['num_videos']} held-out videos ({st['feature']}). **Small-sample FVD is biased upward** (and "
              "its covariance is singular below a few hundred videos): compare the rows with each other, not with "
              "published numbers. KVD: the unbiased kernel distance on the same features (eval/fvd.py), "
-             "no small-sample bias but a large variance. s / generated frame: sampling wall-clock per new "
-             "frame, without compilation and tokenizer decoding.", "",
+             "no small-sample bias but a large variance. Motion / contrast: mean absolute change between consecutive "
+             "frames / per-frame pixel standard deviation of the same clips, in grey levels (blur lowers both, a "
+             "frozen video has motion 0). s / generated frame: sampling wall-clock per new frame, without "
+             "compilation and tokenizer decoding.", "",
              f"### FVD against NFE ({st['sweep_length']}-frame videos from {first['context']} context frames, "
              f"stride {first['stride']}, window {st['window']})", "",
-             "| sampler | steps | chunks | NFE | FVD | KVD | num videos | s / generated frame |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| sampler | steps | chunks | NFE | FVD | KVD | motion | contrast | num videos | s / generated frame |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['label']} | {r['steps']} | {r['chunks']} | {r['nfe']} | {r['fvd']:.1f} | "
-              f"{cell(r, 'kvd', '.1f')} | {r['num_videos']} | {r['seconds_per_frame']:.4f} |" for r in sweep]
+              f"{cell(r, 'kvd', '.1f')} | {cell(r, 'motion', '.1f')} | {cell(r, 'contrast', '.1f')} | "
+              f"{r['num_videos']} | {r['seconds_per_frame']:.4f} |" for r in sweep]
+    real = {d["length"]: d for d in st.get("real_dynamics", [])}
+    if st["sweep_length"] in real:
+        d = real[st["sweep_length"]]
+        lines += ["", f"Real held-out clips (the same frames): motion {d['motion']:.1f}, contrast {d['contrast']:.1f}."]
     lines += ["", f"![FVD against NFE](eval/{PLOT})", "",
               f"### Full-sequence vs autoregressive generation (window {st['window']})", "",
               "Full sequence: m = 2 context frames, stride T_w - 2 (whole windows chained chunk-wise); "
               "autoregressive: m = T_w - 1, stride 1 (one new frame per window).", "",
               "| mode | length | x training clip | sampler | steps | m | stride | chunks | NFE | FVD | KVD "
-              "| num videos | s / generated frame |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| motion | contrast | num videos | s / generated frame |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['mode']} | {r['length']} | {r['multiple']:g} | {r['sampler'].upper()} | {r['steps']} | "
               f"{r['context']} | {r['stride']} | {r['chunks']} | {r['nfe']} | {r['fvd']:.1f} | "
-              f"{cell(r, 'kvd', '.1f')} | {r['num_videos']} | {r['seconds_per_frame']:.4f} |" for r in by_length]
+              f"{cell(r, 'kvd', '.1f')} | {cell(r, 'motion', '.1f')} | {cell(r, 'contrast', '.1f')} | "
+              f"{r['num_videos']} | {r['seconds_per_frame']:.4f} |" for r in by_length]
+    if real:
+        lines += ["", "Real held-out clips (the same frames): " + "; ".join(
+            f"length {k}: motion {d['motion']:.1f}, contrast {d['contrast']:.1f}" for k, d in sorted(real.items())
+            if any(r["length"] == k for r in by_length)) + "."]
     lines += ["", "Raw numbers: `eval/efficiency.json`.", END]
     return "\n".join(lines)
 

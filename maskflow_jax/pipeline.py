@@ -59,20 +59,17 @@ def evaluate_horizons(cfg, workdir):
     def stats(videos):
         return protocols.video_stats("maze", videos, feature_fn=feature_fn, batch_size=cfg.eval.batch_size)
 
-    def dynamics(videos):  # mean motion and contrast of the clips, in grey levels
-        return {"motion": float(np.mean(metrics.motion(videos))), "contrast": float(np.mean(metrics.contrast(videos)))}
-
     rows, features, real_dynamics = [], {}, []
-    frozen_set = (stats(frozen), dynamics(frozen))  # the same clip at every horizon: measured once
+    frozen_set = (stats(frozen), metrics.dynamics(frozen))  # the same clip at every horizon: measured once
     for length in horizons:
         sl = slice(length - WINDOW, length)
         reference = stats(real_pixels[:, sl])
-        real_dynamics.append({"horizon": length, **dynamics(real_pixels[:, sl])})
+        real_dynamics.append({"horizon": length, **metrics.dynamics(real_pixels[:, sl])})
         recon = run.tokenizer.decode(real_tokens[:, sl])
-        candidates = {"tokenizer reconstruction (ceiling)": (stats(recon), dynamics(recon)),
-                      "MaskFlow": (stats(video[:, sl]), dynamics(video[:, sl])),
+        candidates = {"tokenizer reconstruction (ceiling)": (stats(recon), metrics.dynamics(recon)),
+                      "MaskFlow": (stats(video[:, sl]), metrics.dynamics(video[:, sl])),
                       "frozen last context frame": frozen_set,
-                      "untrained denoiser": (stats(blank[:, sl]), dynamics(blank[:, sl]))}
+                      "untrained denoiser": (stats(blank[:, sl]), metrics.dynamics(blank[:, sl]))}
         features[(resample.REFERENCE, length)] = reference.features
         features.update({(name, length): fake.features for name, (fake, _) in candidates.items()})
         for name, (fake, dyn) in candidates.items():

@@ -44,6 +44,7 @@ def test_sweep_nfe_counts_chunks_times_steps(eff):
         assert r["length"] == 16 and r["num_videos"] == e.num_videos == 4
         assert np.isfinite(r["fvd"]) and r["fvd"] >= 0 and r["seconds_per_frame"] > 0 and np.isfinite(r["kvd"])
         assert r["feature"] == "custom feature_fn"
+        assert 0 < r["motion"] < 255 and 0 < r["contrast"] < 255  # generated clips move and are not flat
 
 
 def test_full_sequence_vs_autoregressive_rows(eff):
@@ -72,6 +73,13 @@ def test_outputs_and_report_section_idempotent(eff):
     assert report.count("## Sampling efficiency") == 1 and "biased upward" in report
     assert f"![FVD against NFE](eval/{efficiency.PLOT})" in report
     assert "| MGM | 4 | 3 | 12 |" in report and "| autoregressive | 24 | 3 |" in report
+    assert "| FVD | KVD | motion | contrast | num videos |" in report
+    real = {d["length"]: d for d in saved["settings"]["real_dynamics"]}
+    assert sorted(real) == [16, 24] and all(0 < d["motion"] < 255 and 0 < d["contrast"] < 255 for d in real.values())
+    assert f"Real held-out clips (the same frames): motion {real[16]['motion']:.1f}, contrast" in report
+    assert f"length 24: motion {real[24]['motion']:.1f}, contrast {real[24]['contrast']:.1f}." in report
+    mgm4 = next(r for r in saved["fvd_vs_nfe"] if r["label"] == "MGM" and r["steps"] == 4)
+    assert f"| {mgm4['kvd']:.1f} | {mgm4['motion']:.1f} | {mgm4['contrast']:.1f} | 4 |" in report
 
     efficiency.efficiency_mode(cfg, workdir, feature_fn=_cheap_features, run=run)  # rerun: replaced, not added
     again = open(path).read()

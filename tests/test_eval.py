@@ -233,6 +233,8 @@ def test_motion_and_contrast_hand_values():
     assert float(metrics.contrast(np.full((1, 2, 4, 4, 3), 7, np.uint8))[0]) == 0.0
     with pytest.raises(ValueError, match="T >= 2"):
         metrics.motion(frozen[:, :1])
+    both = np.concatenate([ramp, halves[:, :1].repeat(3, axis=1)])  # motion 20 and 0, contrast 0 and 50
+    assert metrics.dynamics(both) == pytest.approx({"motion": 10.0, "contrast": 25.0})
 
 
 def test_psnr_identities_and_hand_value():

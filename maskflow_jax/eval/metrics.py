@@ -95,3 +95,9 @@ def contrast(videos):
     """Per-frame standard deviation over pixels and channels, averaged over frames (B,)."""
     v = _video(videos)
     return jnp.mean(jnp.std(v, axis=(2, 3, 4)), axis=1)
+
+
+def dynamics(videos):
+    """{"motion", "contrast"}: the set means of motion and contrast (floats, in the videos' units: grey
+    levels for uint8) of clips (B, T >= 2, H, W, C)."""
+    return {"motion": float(jnp.mean(motion(videos))), "contrast": float(jnp.mean(contrast(videos)))}
