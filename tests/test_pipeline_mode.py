@@ -104,9 +104,9 @@ def test_eval_without_raw_features_skips_the_feature_file(smoke_run, tmp_path, m
     every FVD, leaves KVD empty and skips samples/eval_features.npz (with a warning) instead of failing."""
     import shutil  # noqa: PLC0415
 
-    from maskflow_jax.eval import fvd, resample  # noqa: PLC0415
+    from maskflow_jax.eval import fvd, i3d, resample  # noqa: PLC0415
 
-    cfg, workdir, results = smoke_run
+    cfg, workdir, _ = smoke_run
     work = str(tmp_path / "run")
     shutil.copytree(workdir, work)  # this worker's run keeps its feature file for the other tests
     path = os.path.join(work, "samples", resample.FEATURES_FILE)
@@ -114,9 +114,11 @@ def test_eval_without_raw_features_skips_the_feature_file(smoke_run, tmp_path, m
     warnings = []
     monkeypatch.setattr(pipeline.logging, "warning", lambda msg, *args: warnings.append(msg % args))
     monkeypatch.setattr(fvd, "MAX_KEPT", cfg.eval.num_videos - 1)  # the smoke eval has 4 videos
+    # Per-frame channel means instead of the I3D (the branch does not depend on the feature; saves a minute).
+    monkeypatch.setattr(i3d, "make_feature_fn", lambda **_: lambda v: np.asarray(v, np.float32).mean((2, 3)).reshape(
+        len(v), -1))
     rows, _, _ = pipeline.evaluate_horizons(cfg, work)
     assert not os.path.exists(path)
     assert len(warnings) == 1 and "raw I3D features not kept" in warnings[0]
-    assert all(r["kvd"] is None for r in rows)
-    np.testing.assert_allclose([r["fvd"] for r in rows], [r["fvd"] for r in results["eval"]["rows"]], rtol=1e-4)
+    assert all(r["kvd"] is None for r in rows) and all(np.isfinite(r["fvd"]) and r["fvd"] > 0 for r in rows)
     assert pipeline.cell(rows[0], "kvd", ".1f") == "" and pipeline.cell({"kvd": 2.345}, "kvd", ".1f") == "2.3"
