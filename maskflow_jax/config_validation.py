@@ -96,12 +96,18 @@ def validate(cfg, num_devices=None):
 
     _one_of(e.protocol, "eval.protocol", ("maskflow", "styleganv", "teco", "maze"))
     _check(e.num_videos >= 2, "eval.num_videos", f"got {e.num_videos}; FVD needs at least 2 videos")
+    held_out = d.maze.num_test if d.name == "maze" else None  # the maze's held-out split has exactly this many
+    _check(held_out is None or e.num_videos <= held_out, "eval.num_videos",
+           f"{e.num_videos} > data.maze.num_test={held_out} held-out maze videos: lower it or raise data.maze.num_test")
     ef = e.get("efficiency")
     if ef is not None:
         steps = tuple(ef.mgm_steps) + tuple(ef.fm_steps)
         _check(steps and all(x >= 1 for x in steps), "eval.efficiency.mgm_steps",
                f"mgm_steps={tuple(ef.mgm_steps)}, fm_steps={tuple(ef.fm_steps)}: need at least one count, all >= 1")
         _check(ef.num_videos >= 2, "eval.efficiency.num_videos", f"got {ef.num_videos}; FVD needs at least 2 videos")
+        _check(held_out is None or ef.num_videos <= held_out, "eval.efficiency.num_videos",
+               f"{ef.num_videos} > data.maze.num_test={held_out} held-out maze videos: lower it or raise "
+               "data.maze.num_test")
         _check(len(ef.lengths) and all(x >= 1 for x in ef.lengths), "eval.efficiency.lengths",
                f"got {tuple(ef.lengths)}; multiples of data.frames, each >= 1")
 

@@ -24,8 +24,9 @@ Run it after the pipeline: `python -m maskflow_jax.main --config=configs/maze.py
 
 FVD (maze protocol, I3D): the last 16 frames of every generated video against the same 16 frames of
 the held-out videos, with KVD on the same features and the clips' motion and contrast (grey levels,
-eval/metrics.py; the real clips' too), which show blur and freezing that a small-sample FVD rewards. The number of videos is printed beside every FVD; with few videos FVD is
-biased upward, so compare rows with each other only. Seconds per generated frame: the rollout's
+eval/metrics.py; the real clips' too), which show blur and freezing that a small-sample FVD rewards.
+The number of videos is printed beside every FVD; with few videos FVD is biased upward, so compare
+rows with each other only. Seconds per generated frame: the rollout's
 sampling time / ((L - m) x videos); compilation is excluded (one warm-up chunk per sampler and steps
 runs first) and so is tokenizer decoding.
 

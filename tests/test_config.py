@@ -67,6 +67,7 @@ def test_every_base_field_has_a_comment():
     ("train.lr_schedule", "linear", "config.train.lr_schedule"),
     ("model.action_cond", True, "config.model.action_cond.*data.use_actions=True"),
     ("mesh.shape", (-1, -1, 1), "config.mesh.shape"),
+    ("eval.num_videos", 25, r"config.eval.num_videos.*data.maze.num_test=24"),
 ])
 def test_bad_fields_are_named(field, value, match):
     cfg = maze.get_config()

@@ -12,7 +12,8 @@ KVD (kernel_distance) is the unbiased MMD² with the cubic polynomial kernel k(x
 beside FVD). Unlike the Fréchet distance, its estimate is unbiased at any N, so it does not reward a
 set for having little spread: with a few videos (N ≪ D) FVD is dominated by
 Tr(S_a) + Tr(S_b) - 2 Tr((S_a S_b)^½), which is smallest for a set with small covariance, e.g. a
-frozen frame. Its estimate can be slightly negative when the sets match. FeatureStats keeps the raw features of up to MAX_KEPT videos for it.
+frozen frame. Its estimate can be slightly negative when the sets match. FeatureStats keeps the raw
+features of up to MAX_KEPT videos for it.
 Shapes: N videos, D feature size (400 for I3D).
 """
 import numpy as np
