@@ -5,30 +5,19 @@
 The pipeline's eval stage needs an untrained roll-out of every held-out video to the longest horizon.
 `inference.untrained_run` broadcasts the zero logits that the zero-initialised head gives, instead of
 running the network with zeroed parameters. This times both roll-outs (same contexts, sampler and key;
-token sampling only, no decoding) after one warm-up each, checks that their tokens are identical, and
-reports seconds per generated frame and the saving.
+token sampling only, no decoding; median of --repeats after one warm-up each), checks that their tokens
+are identical, and reports seconds per generated frame and the saving.
 """
 import argparse
 import dataclasses
 import sys
-import time
 
 import jax
 import numpy as np
 
 sys.path.insert(0, ".")
-from benchmarks.common import write_json  # noqa: E402
+from benchmarks.common import timeit, write_json  # noqa: E402
 from maskflow_jax import evaluate, inference  # noqa: E402
-
-
-def _best_time(fn, repeats):
-    fn()  # warm-up: compiles the chunk function
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), out
 
 
 def main():
@@ -47,10 +36,11 @@ def main():
     rows = []
     outs = {}
     for name, r in (("network with zeroed parameters", zeroed), ("untrained_run (no network)", shortcut)):
-        def roll(r=r):
-            return r.generate(jax.random.key(args.horizon), context_tokens=ctx, num_frames=args.horizon,
-                              actions=actions, decode=False)[0]
-        seconds, outs[name] = _best_time(roll, args.repeats)
+        def roll(r=r, name=name):  # keeps its tokens for the identity check
+            outs[name] = r.generate(jax.random.key(args.horizon), context_tokens=ctx, num_frames=args.horizon,
+                                    actions=actions, decode=False)[0]
+            return outs[name]
+        seconds = timeit(roll, repeats=args.repeats, warmup=1)  # median; the warm-up compiles the chunk function
         frames = (args.horizon - m) * len(ctx)
         rows.append({"baseline": name, "seconds": seconds, "s_per_generated_frame": seconds / frames})
     same = bool(np.array_equal(*outs.values()))
