@@ -30,6 +30,9 @@ def main():
     run = inference.load_run(args.workdir)
     cfg, m = run.cfg, run.cfg.sampling.context
     tokens, _, actions = evaluate.heldout(cfg, args.workdir, args.videos, args.horizon)
+    if len(tokens) < args.videos:
+        parser.error(f"--videos {args.videos}: split {cfg.data.eval_split!r} has only {len(tokens)} held-out videos of "
+                     f">= {args.horizon} frames; pass --videos {len(tokens)} or lower --horizon")
     ctx = tokens[:, :m]
     zeroed = dataclasses.replace(run, params=jax.tree.map(np.zeros_like, run.params), _chunk_fns={})
     shortcut = inference.untrained_run(run)
