@@ -131,8 +131,9 @@ def test_check_passes_actions_and_a_shift_oracle_misses_only_the_entering_column
     rows = _run_check(monkeypatch, work, cfg, oracle)
     clips, acts = videos.reshape(-1, 4, 4, 4), actions.reshape(-1, 4)
     for r in rows:
-        a = acts[:, r["context"] - 1]
+        m = r["context"]
+        a, prev = acts[:, m - 1, None, None], clips[:, m - 1]
+        moved = np.where(a == shift_probe.LEFT, np.roll(prev, 1, -1), np.where(a == shift_probe.RIGHT, np.roll(prev, -1, -1), prev))
+        assert r["accuracy"] == pytest.approx((moved == clips[:, m]).mean())
         # wrong at most on the entering column of a moving frame (it may match there by chance)
-        bound = 1 - (a != shift_probe.STAY).mean() / 4
-        assert bound <= r["accuracy"] <= 1.0
-        assert r["accuracy"] > r["copy_accuracy"]
+        assert 1 - (a != shift_probe.STAY).mean() / 4 <= r["accuracy"] and r["accuracy"] > r["copy_accuracy"]
