@@ -19,7 +19,8 @@ def _frames(num=12, h=3, w=5, seed=0):
 
 
 def test_moves_are_exact_shifts_recorded_by_actions():
-    videos, actions = shift_probe.shift_videos(_frames(), 6, 60, np.random.default_rng(1), p_move=0.8, min_run=3, max_run=7)
+    videos, actions = shift_probe.shift_videos(_frames(), 6, 60, np.random.default_rng(1), p_move=0.8,
+                                               min_run=3, max_run=7)
     assert videos.shape == (6, 60, 3, 5) and videos.dtype == np.int32 and actions.shape == (6, 60)
     counts = np.bincount(actions[:, :-1].ravel(), minlength=3)
     assert counts.min() > 0  # the fixture moves both ways and also stays
@@ -133,7 +134,8 @@ def test_check_passes_actions_and_a_shift_oracle_misses_only_the_entering_column
     for r in rows:
         m = r["context"]
         a, prev = acts[:, m - 1, None, None], clips[:, m - 1]
-        moved = np.where(a == shift_probe.LEFT, np.roll(prev, 1, -1), np.where(a == shift_probe.RIGHT, np.roll(prev, -1, -1), prev))
+        moved = np.where(a == shift_probe.LEFT, np.roll(prev, 1, -1),
+                         np.where(a == shift_probe.RIGHT, np.roll(prev, -1, -1), prev))
         assert r["accuracy"] == pytest.approx((moved == clips[:, m]).mean())
         # wrong at most on the entering column of a moving frame (it may match there by chance)
         assert 1 - (a != shift_probe.STAY).mean() / 4 <= r["accuracy"] and r["accuracy"] > r["copy_accuracy"]
