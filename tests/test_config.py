@@ -77,6 +77,15 @@ def test_bad_fields_are_named(field, value, match):
         validate(cfg)
 
 
+def test_efficiency_videos_beyond_the_maze_held_out_split_are_named():
+    cfg = maze.get_config()
+    cfg.eval.efficiency.num_videos = cfg.data.maze.num_test + 1
+    with pytest.raises(ConfigError, match=r"config.eval.efficiency.num_videos.*data.maze.num_test=24"):
+        validate(cfg)
+    cfg.eval.efficiency.num_videos = cfg.data.maze.num_test
+    validate(cfg)
+
+
 def test_batch_must_divide_over_batch_devices():
     cfg = maze.get_config()
     cfg.data.batch_size = 6

@@ -37,7 +37,7 @@ def test_moves_are_exact_shifts_recorded_by_actions():
     for n in range(6):
         edges = np.flatnonzero(np.diff(actions[n])) + 1
         runs = np.diff(np.concatenate([[0], edges]))
-        assert runs.min() >= 3 or len(runs) == 0
+        assert len(runs) == 0 or runs.min() >= 3
 
 
 def test_p_move_extremes_and_errors():
@@ -100,6 +100,12 @@ def _previous_frame_and_m(x):
     m = jnp.argmax((x == V).any(axis=(2, 3)), axis=1)  # (B,)
     prev = jnp.take_along_axis(x, (m - 1)[:, None, None, None], axis=1)[:, 0]
     return prev, m
+
+
+def test_check_without_a_probe_cache_names_the_build_command(tmp_path, monkeypatch):
+    monkeypatch.setattr(inference, "saved_config", lambda workdir: tiny_config())
+    with pytest.raises(FileNotFoundError, match="shift_probe build"):
+        shift_probe.check(str(tmp_path))
 
 
 def test_check_scores_a_copying_model_at_the_copy_baseline(tmp_path, monkeypatch):

@@ -89,32 +89,26 @@ def build(source, out, num_train=128, num_test=24, length=160, p_move=0.8, seed=
 
 
 def check(workdir, split="test", use_ema=True):
-    """The next-frame check (eval/prediction.py) of the denoiser in `workdir` on every clip-length
-    window of the probe's `split` (with its actions for an action-conditioned run), at m = context
+    """The next-frame check of the denoiser in `workdir` on the probe's `split` (with its actions for an
+    action-conditioned run): `pipeline.prediction_check`, i.e. every clip-length window at m = context
     and m = F - 1. Returns a list of result dicts."""
-    import functools  # noqa: PLC0415
-
-    import jax  # noqa: PLC0415
-
-    from maskflow_jax import inference  # noqa: PLC0415
+    from maskflow_jax import inference, pipeline  # noqa: PLC0415
     from maskflow_jax.data import records, tokens  # noqa: PLC0415
-    from maskflow_jax.eval import prediction  # noqa: PLC0415
 
     cfg = inference.saved_config(workdir)
-    model, params, _ = inference.load_denoiser(cfg, workdir, use_ema=use_ema)
-    src = records.RecordSource(tokens.token_dir(cfg, workdir), split)
-    f = cfg.data.frames
+    cache = tokens.token_dir(cfg, workdir)
+    if not records.is_prepared(cache, split):
+        raise FileNotFoundError(f"no probe split {split!r} in {cache!r}: write it with `python -m "
+                                f"maskflow_jax.eval.shift_probe build --out {cache}` before training")
+    model, params, step = inference.load_denoiser(cfg, workdir, use_ema=use_ema)
+    src = records.RecordSource(cache, split)
     videos = [src[i] for i in range(len(src))]
-    k = min(len(v["video"]) for v in videos) // f
-    clips = np.concatenate([np.asarray(v["video"])[:k * f].reshape((k, f) + v["video"].shape[1:]) for v in videos])
-    acts = None
-    if cfg.model.get("action_cond", False):
-        acts = np.concatenate([np.asarray(v["actions"])[:k * f].reshape(k, f) for v in videos])
-    apply = jax.jit(lambda p, x, t, a=None: model.apply({"params": p}, x, t, actions=a))
-    time_input = "clean" if cfg.sampling.time_input == "clean" else "masked"
-    return [prediction.next_frame_accuracy(functools.partial(apply, params), clips, m, mask_id=cfg.tokenizer.n_embed,
-                                           time_input=time_input, batch_size=cfg.eval.batch_size, actions=acts)
-            for m in sorted({cfg.sampling.context, f - 1}) if 1 <= m < f]
+    if len({len(v["video"]) for v in videos}) != 1:
+        raise ValueError(f"{cache!r} split {split!r} has videos of different lengths: not a shift-probe cache "
+                         "(rebuild it with `shift_probe build`)")
+    acts = np.stack([v["actions"] for v in videos]) if cfg.model.get("action_cond", False) else None
+    run = inference.Run(cfg=cfg, tokenizer=None, model=model, params=params, step=step)  # no decoding here
+    return pipeline.prediction_check(cfg, run, np.stack([v["video"] for v in videos]), acts)
 
 
 def main(argv=None):
