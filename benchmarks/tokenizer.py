@@ -32,7 +32,7 @@ def compiled_gflop(fn, *args):
 
 
 def bench(name, tok_cfg, resolution, chunk, repeats):
-    model = make_vq_model(tok_cfg, resolution)
+    model = make_vq_model(tok_cfg)
     params = jax.jit(lambda: model.init(jax.random.key(0), jnp.zeros((1, resolution, resolution, 3)))["params"])()
     tok = Tokenizer(tok_cfg, params, resolution, chunk=chunk)
     frames = jnp.asarray(np.random.default_rng(0).integers(0, 256, (chunk, resolution, resolution, 3), np.uint8))

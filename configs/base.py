@@ -15,7 +15,7 @@ def get_base():
 
     # --- data -----------------------------------------------------------------------------------
     c.data = d = ml_collections.ConfigDict()
-    d.name = "maze"  # maze | dmlab (.npz trajectories) | ffs (a folder or .zip of videos / frame folders)
+    d.name = "maze"  # maze | topdown (built-in worlds) | dmlab (.npz trajectories) | ffs (a folder or .zip of videos / frame folders)
     d.root = config_dict.placeholder(str)  # raw data (dmlab: TECO layout, ffs: videos); None = <workdir>/data/raw for maze
     d.prepared_dir = config_dict.placeholder(str)  # ArrayRecord clips; None = <workdir>/data/prepared
     d.train_split = "train"  # split folder name used for training
@@ -37,13 +37,20 @@ def get_base():
     d.maze.num_test = 32  # trajectories in the test split
     d.maze.length = 64  # frames per trajectory
     d.maze.seed = 0  # generator seed (test split uses seed + 1)
+    # built-in top-down world generator (only for data.name == "topdown", maskflow_jax/data/topdown.py)
+    d.topdown = ml_collections.ConfigDict()
+    d.topdown.num_train = 256  # trajectories in the train split
+    d.topdown.num_test = 32  # trajectories in the test split
+    d.topdown.length = 64  # frames per trajectory
+    d.topdown.seed = 0  # generator seed (test split uses seed + 1)
 
     # --- tokenizer ------------------------------------------------------------------------------
     c.tokenizer = t = ml_collections.ConfigDict()
     t.ch = 64  # base channels of the encoder/decoder
     t.ch_mult = (1, 2, 2)  # channel multiplier per resolution level (len - 1 downsamplings)
     t.num_res_blocks = 1  # residual blocks per level
-    t.attn_resolutions = ()  # resolutions (pixels) with self-attention
+    t.attn_resolutions = ()  # level sizes (pixels, counted down from tokenizer.resolution) with self-attention
+    t.resolution = config_dict.placeholder(int)  # layout size: sets the attention levels, not the input (None: no attn)
     t.z_channels = 64  # channels at the bottleneck before quant_conv
     t.embed_dim = 64  # codebook vector size
     t.n_embed = 1024  # codebook size; the denoiser vocabulary is n_embed + 1 (MASK)
@@ -51,6 +58,7 @@ def get_base():
     t.l2_normalize = False  # l2-normalised codes and encodings (cosine-similarity lookup)
     t.restart_dead_codes = True  # re-initialise unused codes from the batch's encodings
     t.init_from = config_dict.placeholder(str)  # converted checkpoint dir (e.g. vq-f8) instead of training
+    t.decode_uint8 = "round"  # decoded pixels -> uint8: round((x+1)*127.5) | trunc((x+1)*0.5*255) (the release's)
     t.train = ml_collections.ConfigDict()
     t.train.steps = 2000  # tokenizer training steps
     t.train.batch_size = 32  # frames per tokenizer training step (global)
@@ -74,7 +82,9 @@ def get_base():
     m.mlp_ratio = 4.0  # MLP width / D
     m.time_cond = True  # False = timestep-independent model (t is zeroed, SPEC §3.7)
     m.action_cond = False  # add a per-frame action embedding to the time embedding
-    m.num_actions = 3  # DMLab action codes (left, right, forward)
+    m.num_actions = 3  # DMLab action codes (left, right, forward); the top-down world has 5
+    m.action_align = "after"  # frame f gets actions[f] (the move after it) | cause: actions[f - 1] (the move into it)
+    m.head_init_std = 0.0  # output head init: 0 = zeros (the release, adaLN-Zero) | std of N(0, std^2)
     m.dtype = "float32"  # compute dtype (bfloat16 on accelerators)
     m.param_dtype = "float32"  # parameter dtype
     m.remat = False  # rematerialise each block in the backward pass
@@ -85,7 +95,8 @@ def get_base():
     # --- flow (discrete flow matching, SPEC §3) ---------------------------------------------------
     c.flow = f = ml_collections.ConfigDict()
     f.kappa = "sigmoid"  # kappa schedule: sigmoid | linear | cosine | cubic | quadratic | root | sine | arccos | arcsin
-    f.noise_level = "random_all"  # per-frame t: random_all | constant | dynamic
+    f.noise_level = "random_all"  # per-frame t: random_all | constant | dynamic (paper); prefix_shared | prefix_iid
+    f.prefix_prob = 0.5  # prefix_*: share of clips with a clean prefix (maskflow_jax/flow/corruption.py)
     f.sampling_eps = 1e-3  # t ~ U[eps, 1)
     f.reweigh = "snr"  # frame weights: snr | none
     f.snr_clip = 6.0  # C: clip of the SNR
@@ -122,6 +133,7 @@ def get_base():
     tr.steps = 400_000  # optimizer steps
     tr.lr = 1e-4  # AdamW learning rate (constant after warm-up)
     tr.warmup_steps = 0  # linear warm-up steps
+    tr.warmup_init = 0.0  # learning rate at step 0 of the warm-up, as a fraction of lr (0 = from zero)
     tr.lr_schedule = "constant"  # constant (the release) | cosine (decay to 0 at train.steps, for short runs)
     tr.b1 = 0.9  # AdamW beta1
     tr.b2 = 0.999  # AdamW beta2
@@ -254,15 +266,18 @@ def set_mesh_preset(c, preset, tensor=2):
 
 
 def set_vqf8_tokenizer(c):
-    """The paper's LDM/SD vq-f8 tokenizer (../shared/VQF8.md): 256x256 -> 32x32 tokens, 16384 codes.
+    """The paper's LDM/SD vq-f8 tokenizer (docs/vqf8.md): laid out for 256x256 (attention at its 32x32
+    level), 16384 codes, 8x8 pixels per token: 256x256 frames -> 32x32 tokens, 64x64 -> 8x8.
 
     Load its converted weights with --config.tokenizer.init_from=DIR
-    (python -m maskflow_jax.tokenizer.convert_ldm --ckpt vq-f8.ckpt --out DIR).
+    (python -m maskflow_jax.tokenizer.convert_ldm --ckpt vq-f8.ckpt --out DIR). The uint8 rule is
+    the caller's (dmlab.py and ffs.py set the release's "trunc").
     """
     c.tokenizer.ch = 128
     c.tokenizer.ch_mult = (1, 2, 2, 4)
     c.tokenizer.num_res_blocks = 2
     c.tokenizer.attn_resolutions = (32,)
+    c.tokenizer.resolution = 256  # the architecture's layout, whatever data.resize_to is
     c.tokenizer.z_channels = 4
     c.tokenizer.embed_dim = 4
     c.tokenizer.n_embed = 16384

@@ -5,6 +5,8 @@
 
 The paper tokenizes every 64x64 frame upsampled to 256x256 with the LDM vq-f8 tokenizer (16384
 codes, 32x32 tokens per frame; convert it with `python -m maskflow_jax.tokenizer.convert_ldm`).
+`--config.data.resize_to=64` feeds the native frames to the same weights instead (8x8 tokens; not
+the paper's setting, see docs/vqf8.md). Decoded frames use the release's truncating uint8 cast.
 Training follows SPEC §8: global batch 12, AdamW 1e-4, grad clip 2.0, EMA 0.9999, 400k steps,
 masked CE with fused clipped-SNR weights. Generation: frame-by-frame autoregression (m 35, s 1)
 to 360 frames (10x). Paper figure: FVD 53.17 at 1x (20 NFE, chunk-wise), SPEC §10.2.
@@ -25,6 +27,7 @@ def get_config(arg=None):
     c.data.use_actions = False
 
     base.set_vqf8_tokenizer(c)
+    c.tokenizer.decode_uint8 = "trunc"  # the release's uint8 cast: the paper's reference sets and samples used it
 
     c.model.size = "B"
     c.model.dtype = "bfloat16"

@@ -32,6 +32,7 @@ def get_config(arg=None):
     c.data.batch_size = 8
 
     base.set_vqf8_tokenizer(c)
+    c.tokenizer.decode_uint8 = "trunc"  # the release's uint8 cast: the paper's reference sets and samples used it
 
     c.model.size = "XL"
     c.model.dtype = "bfloat16"
@@ -56,7 +57,7 @@ def set_smoke(c):
     c.mode = "pipeline"  # prepare -> train tokenizer -> tokenize -> train -> sample -> FVD
     c.data.frames, c.data.image_size, c.data.resize_to, c.data.batch_size = 8, 32, 32, 4
     t = c.tokenizer
-    t.ch, t.ch_mult, t.num_res_blocks, t.attn_resolutions = 32, (1, 2), 1, ()
+    t.ch, t.ch_mult, t.num_res_blocks, t.attn_resolutions, t.resolution = 32, (1, 2), 1, (), None
     t.z_channels, t.embed_dim, t.n_embed = 8, 8, 64
     t.train.steps, t.train.batch_size, t.train.lr = 30, 8, 4e-4
     t.train.log_every, t.train.image_every, t.train.ckpt_every = 10, 30, 30

@@ -1,6 +1,10 @@
 """Checks a config tree before anything expensive runs; errors name the field and the fix."""
 import math
 
+from maskflow_jax.flow import corruption
+from maskflow_jax.eval.protocols import get_protocol
+from maskflow_jax.tokenizer.api import UINT8_RULES
+from maskflow_jax.tokenizer.model import check_tokenizer_config, valid_sizes
 from maskflow_jax.train.optimizer import LR_SCHEDULES
 
 KAPPAS = ("sigmoid", "linear", "cosine", "cubic", "quadratic", "root", "sine", "arccos", "arcsin")
@@ -29,15 +33,20 @@ def token_grid(cfg):
 def validate(cfg, num_devices=None):
     """Raises ConfigError on the first invalid field. `num_devices` enables the mesh checks."""
     d, t, m, f, s, tr, e = cfg.data, cfg.tokenizer, cfg.model, cfg.flow, cfg.sampling, cfg.train, cfg.eval
-    _one_of(d.name, "data.name", ("maze", "dmlab", "ffs", "video_folder"))
+    _one_of(d.name, "data.name", ("maze", "topdown", "dmlab", "ffs", "video_folder"))
     _check(d.frames >= 2, "data.frames", f"got {d.frames}; a clip needs at least 2 frames")
     _check(d.frame_skip >= 1, "data.frame_skip", f"got {d.frame_skip}; use 1 for consecutive frames")
     _check(d.batch_size >= 1, "data.batch_size", f"got {d.batch_size}; must be positive")
     _check(d.image_size >= 8, "data.image_size", f"got {d.image_size}")
     factor = 2 ** (len(t.ch_mult) - 1)
-    _check(d.resize_to % factor == 0, "data.resize_to",
-           f"{d.resize_to} is not divisible by the tokenizer's downsampling factor {factor} "
-           f"(from tokenizer.ch_mult={tuple(t.ch_mult)})")
+    _check(d.resize_to >= factor and d.resize_to % factor == 0, "data.resize_to",
+           f"{d.resize_to} is not a frame size the tokenizer takes (tokenizer.ch_mult={tuple(t.ch_mult)}): valid "
+           f"sizes are the {valid_sizes(factor, d.resize_to)}")
+    try:
+        check_tokenizer_config(t)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    _one_of(t.get("decode_uint8", "round"), "tokenizer.decode_uint8", UINT8_RULES)
     h, w = token_grid(cfg)
     _check(h % m.patch == 0, "model.patch",
            f"the token grid {h}x{w} is not divisible by the patch size {m.patch}")
@@ -56,10 +65,13 @@ def validate(cfg, num_devices=None):
     if m.action_cond:
         _check(d.use_actions, "model.action_cond",
                "an action-conditioned model needs the clips' actions: also set config.data.use_actions=True")
-        _check(m.num_actions >= 1, "model.num_actions", f"got {m.num_actions}; DMLab and the maze use 3")
+        _check(m.num_actions >= 1, "model.num_actions", f"got {m.num_actions}; DMLab and the maze use 3, topdown 5")
+    _one_of(m.get("action_align", "after"), "model.action_align", ("after", "cause"))
+    _check(m.get("head_init_std", 0.0) >= 0, "model.head_init_std", f"got {m.get('head_init_std')}; 0 (zeros) or a std")
 
     _one_of(f.kappa, "flow.kappa", KAPPAS)
-    _one_of(f.noise_level, "flow.noise_level", ("random_all", "constant", "dynamic"))
+    _one_of(f.noise_level, "flow.noise_level", corruption.NOISE_LEVELS)
+    _check(0.0 <= f.get("prefix_prob", 0.5) <= 1.0, "flow.prefix_prob", f"got {f.get('prefix_prob')}; a probability")
     _one_of(f.reweigh, "flow.reweigh", ("snr", "none"))
     _check(0 < f.sampling_eps < 1, "flow.sampling_eps", f"got {f.sampling_eps}; must be in (0, 1)")
     _check(f.snr_clip > 0, "flow.snr_clip", f"got {f.snr_clip}")
@@ -83,6 +95,8 @@ def validate(cfg, num_devices=None):
     _check(tr.steps >= 1, "train.steps", f"got {tr.steps}")
     _check(tr.lr > 0, "train.lr", f"got {tr.lr}")
     _check(tr.warmup_steps >= 0, "train.warmup_steps", f"got {tr.warmup_steps}")
+    _check(0.0 <= tr.get("warmup_init", 0.0) <= 1.0, "train.warmup_init",
+           f"got {tr.get('warmup_init')}; a fraction of train.lr in [0, 1]")
     _check(tr.get("lr_schedule", "constant") in LR_SCHEDULES, "train.lr_schedule",
            f"got {tr.get('lr_schedule')!r}; expected one of {LR_SCHEDULES}")
     _check(0 <= tr.ema_decay < 1, "train.ema_decay", f"got {tr.ema_decay}; must be in [0, 1)")
@@ -95,10 +109,16 @@ def validate(cfg, num_devices=None):
     _check(tr.keep_checkpoints >= 1, "train.keep_checkpoints", f"got {tr.keep_checkpoints}")
 
     _one_of(e.protocol, "eval.protocol", ("maskflow", "styleganv", "teco", "maze"))
+    rule = get_protocol(e.protocol).decode_uint8
+    _check(rule is None or t.get("decode_uint8", "round") == rule, "tokenizer.decode_uint8",
+           f"got {t.get('decode_uint8', 'round')!r} but eval.protocol={e.protocol!r} compares videos decoded with the "
+           f"{rule!r} rule: set --config.tokenizer.decode_uint8={rule} (or another eval.protocol)")
     _check(e.num_videos >= 2, "eval.num_videos", f"got {e.num_videos}; FVD needs at least 2 videos")
-    held_out = d.maze.num_test if d.name == "maze" else None  # the maze's held-out split has exactly this many
+    world = d.name if d.name in ("maze", "topdown") else None  # a built-in world's held-out split has exactly
+    held_out = d[world].num_test if world else None  # data.<world>.num_test videos
     _check(held_out is None or e.num_videos <= held_out, "eval.num_videos",
-           f"{e.num_videos} > data.maze.num_test={held_out} held-out maze videos: lower it or raise data.maze.num_test")
+           f"{e.num_videos} > data.{world}.num_test={held_out} held-out {world} videos: lower it or raise "
+           f"data.{world}.num_test")
     ef = e.get("efficiency")
     if ef is not None:
         steps = tuple(ef.mgm_steps) + tuple(ef.fm_steps)
@@ -106,8 +126,8 @@ def validate(cfg, num_devices=None):
                f"mgm_steps={tuple(ef.mgm_steps)}, fm_steps={tuple(ef.fm_steps)}: need at least one count, all >= 1")
         _check(ef.num_videos >= 2, "eval.efficiency.num_videos", f"got {ef.num_videos}; FVD needs at least 2 videos")
         _check(held_out is None or ef.num_videos <= held_out, "eval.efficiency.num_videos",
-               f"{ef.num_videos} > data.maze.num_test={held_out} held-out maze videos: lower it or raise "
-               "data.maze.num_test")
+               f"{ef.num_videos} > data.{world}.num_test={held_out} held-out {world} videos: lower it or raise "
+               f"data.{world}.num_test")
         _check(len(ef.lengths) and all(x >= 1 for x in ef.lengths), "eval.efficiency.lengths",
                f"got {tuple(ef.lengths)}; multiples of data.frames, each >= 1")
 

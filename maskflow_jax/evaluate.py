@@ -125,6 +125,7 @@ def evaluate_run(cfg, workdir, *, feature_fn=None, run=None, seed=0):
                          f"{length}: raise the horizon")
     windows = protocols.horizon_windows(length, m, e.fvd_frames)
     run = run or inference.load_run(workdir, cfg=cfg, use_ema=e.use_ema)
+    protocols.check_decode_rule(p, getattr(run.tokenizer, "decode_uint8", None))  # before any generation
     lo = {"first": 0, "center": (length - p.frames) // 2, "last": length - p.frames}[p.window]
     clip_span = (lo, lo + p.frames)
     try:
@@ -178,7 +179,7 @@ def evaluate_run(cfg, workdir, *, feature_fn=None, run=None, seed=0):
         p, real_c, fake_c, custom_features=feature_fn is not None, use_ema=e.use_ema, seeds=[seed],
         reference=(f"{p.reference}; here from split {cfg.data.eval_split!r}"
                    + (" through the run's tokenizer" if reference_fn else "")),
-        seconds=time.time() - t0,
+        seconds=time.time() - t0, decode_uint8=getattr(run.tokenizer, "decode_uint8", None),
         notes=f"clip frames [{clip_span[0]}, {clip_span[1]}) of {length} generated after {m} real context frames")
     mean = lambda xs: float(np.concatenate(xs).mean()) if xs else None  # noqa: E731
     return {

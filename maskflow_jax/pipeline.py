@@ -95,10 +95,11 @@ def evaluate_horizons(cfg, workdir):
 
 
 def prediction_check(cfg, run, real_tokens, actions=None):
-    """Teacher-forced next-frame token accuracy (maskflow_jax/eval/prediction.py) on every clip-length
-    window of the held-out token videos (N, L, h, w) (with their actions (N, L) for an
-    action-conditioned run), given m = sampling.context and m = F - 1 real frames, against copying the
-    previous frame. Returns a list of result dicts."""
+    """Teacher-forced next-frame token accuracy and cross-entropy (maskflow_jax/eval/prediction.py) on
+    every clip-length window of the held-out token videos (N, L, h, w) (with their actions (N, L) for
+    an action-conditioned run), given m = sampling.context and m = F - 1 real frames, against copying
+    the previous frame: with both time inputs (the configured one first), and, for m < F - 1, the
+    "future visible" control (frame m + 1 shown) with the configured one. Returns a list of result dicts."""
     from maskflow_jax.eval import prediction  # noqa: PLC0415
 
     f = cfg.data.frames
@@ -106,12 +107,19 @@ def prediction_check(cfg, run, real_tokens, actions=None):
     k = length // f
     clips = np.asarray(real_tokens)[:, :k * f].reshape((n * k, f) + real_tokens.shape[2:])
     clip_actions = None if actions is None else np.asarray(actions)[:, :k * f].reshape(n * k, f)
-    apply = jax.jit(run.apply_fn())
-    time_input = "clean" if cfg.sampling.time_input == "clean" else "masked"
-    return [prediction.next_frame_accuracy(functools.partial(apply, run.params), clips, m,
-                                           mask_id=cfg.tokenizer.n_embed, time_input=time_input,
-                                           batch_size=cfg.eval.batch_size, actions=clip_actions)
-            for m in sorted({cfg.sampling.context, f - 1}) if 1 <= m < f]
+    apply = functools.partial(jax.jit(run.apply_fn()), run.params)
+    configured = cfg.sampling.time_input
+    inputs = [configured] + [x for x in prediction.TIME_INPUTS if x != configured]
+    kw = dict(mask_id=cfg.tokenizer.n_embed, batch_size=cfg.eval.batch_size, actions=clip_actions)
+    out = []
+    for m in sorted({cfg.sampling.context, f - 1}):
+        if not 1 <= m < f:
+            continue
+        out += [prediction.next_frame_accuracy(apply, clips, m, time_input=x, **kw) for x in inputs]
+        if m < f - 1:
+            out.append(prediction.next_frame_accuracy(apply, clips, m, time_input=configured, visible_future=True,
+                                                      **kw))
+    return out
 
 
 def _prefix_nfe(cfg, longest, length, info):
@@ -126,6 +134,35 @@ def _prefix_nfe(cfg, longest, length, info):
             break
         have, chunks = have + chunk.keep, chunks + 1
     return info["nfe"] * chunks // info["chunks"]
+
+
+def prediction_report(checks, configured):
+    """REPORT.md lines for the next-frame checks of `prediction_check`."""
+    lines = ["", f"## Next-frame token prediction (teacher-forced, {checks[0]['num_clips']} held-out clips)", "",
+             "The denoiser's argmax for frame m given m real frames (the rest masked), against repeating frame "
+             "m - 1, and the cross-entropy (nats) of the true token on the tokens that change and on those that "
+             "stay. A model that has learnt the motion beats the copy baseline and is right on a clear share "
+             "of the changed tokens; a model at the copy baseline can only freeze or blur when sampled. "
+             f"Time input: what the network is told about the frames' times (`{configured}` is the sampler's). "
+             "'frame m + 1 shown' is a control the sampler never sees: how much the model leans on a visible "
+             "later frame.", "",
+             "| m | time input | frame m + 1 | accuracy | copy previous frame | accuracy on changed tokens | "
+             "NLL changed | NLL unchanged | changed tokens |", "|---|---|---|---|---|---|---|---|---|"]
+    for c in checks:
+        lines.append(f"| {c['context']} | {c['time_input']} | {'shown' if c.get('visible_future') else 'masked'} | "
+                     f"{c['accuracy']:.3f} | {c['copy_accuracy']:.3f} | {c['changed_accuracy']:.3f} | "
+                     f"{cell(c, 'nll_changed', '.2f')} | {cell(c, 'nll_unchanged', '.2f')} | "
+                     f"{c['changed_fraction']:.3f} |")
+    split = [c for c in checks if c.get("by_action") and c["time_input"] == configured and not c.get("visible_future")]
+    if split:
+        lines += ["", f"By the move into frame m (actions[m - 1]; time input `{configured}`):", "",
+                  "| m | action | clips | accuracy | copy previous frame | accuracy on changed tokens | changed tokens |",
+                  "|---|---|---|---|---|---|---|"]
+        for c in split:
+            for a, r in sorted(c["by_action"].items()):
+                lines.append(f"| {c['context']} | {a} | {r['count']} | {r['accuracy']:.3f} | {r['copy_accuracy']:.3f} | "
+                             f"{r['changed_accuracy']:.3f} | {r['changed_fraction']:.3f} |")
+    return lines
 
 
 def write_report(cfg, workdir, results):
@@ -161,16 +198,7 @@ def write_report(cfg, workdir, results):
                          f"{cell(r, 'seconds_per_frame', '.3f')} |")
     checks = results.get("eval", {}).get("prediction", [])
     if checks:
-        lines += ["", f"## Next-frame token prediction (teacher-forced, {checks[0]['num_clips']} held-out clips)", "",
-                  "The denoiser's argmax for frame m given m real frames, against repeating frame m - 1. "
-                  "A model that has learnt the camera's motion beats the copy baseline and is right on "
-                  "a clear share of the tokens that change; a model at the copy baseline can only freeze "
-                  "or blur when sampled.", "",
-                  "| m | accuracy | copy previous frame | accuracy on changed tokens | changed tokens |",
-                  "|---|---|---|---|---|"]
-        for c in checks:
-            lines.append(f"| {c['context']} | {c['accuracy']:.3f} | {c['copy_accuracy']:.3f} | "
-                         f"{c['changed_accuracy']:.3f} | {c['changed_fraction']:.3f} |")
+        lines += prediction_report(checks, cfg.sampling.time_input)
     if rows:
         horizons = sorted({r["horizon"] for r in rows})
         lines += ["", "![FVD by horizon](samples/fvd_by_horizon.png)", "",
@@ -209,10 +237,12 @@ def run_pipeline(cfg, workdir):
     def evaluate():
         rows, checks, real = evaluate_horizons(cfg, workdir)
         model = {r["horizon"]: r["fvd"] for r in rows if r["method"] == "MaskFlow"}
+        main = [c for c in checks if c["time_input"] == cfg.sampling.time_input and not c["visible_future"]]
         return {"rows": rows, "prediction": checks, "real_dynamics": real,
                 "summary": "MaskFlow FVD by horizon " + ", ".join(f"{h}: {v:.0f}" for h, v in model.items())
                            + "; next-frame accuracy " + ", ".join(f"m={c['context']}: {c['accuracy']:.3f} (copy "
-                                                                  f"{c['copy_accuracy']:.3f})" for c in checks)}
+                                                                  f"{c['copy_accuracy']:.3f}, changed tokens "
+                                                                  f"{c['changed_accuracy']:.3f})" for c in main)}
 
     results["data"] = stages.run_stage(workdir, "data", data)
     results["tokenizer"] = stages.run_stage(workdir, "tokenizer", lambda: train_tokenizer(cfg, workdir))

@@ -160,3 +160,37 @@ def test_heldout_actions_come_from_the_token_cache(smoke_run):
     assert tokens.shape[:2] == (2, length)
     with pytest.raises(ValueError, match="lower config.sampling.horizon"):
         evaluate.heldout_actions(cfg, workdir, [0], length + 1)
+
+
+def test_action_align_cause_conditions_frame_f_on_the_move_into_it():
+    """'cause': frame f sees actions[f - 1] (frame 0 a learnt no-action id); 'after' (default) actions[f].
+    Pinned against an 'after' model with the same parameters fed the shifted actions."""
+    cfg = tiny_config(model__action_cond=True, data__use_actions=True, model__action_align="cause")
+    model = make_denoiser(cfg.model, cfg.tokenizer.n_embed + 1)
+    b, f, g = 2, cfg.data.frames, 4
+    tokens, t = jnp.zeros((b, f, g, g), jnp.int32), jnp.ones((b, f))
+    params = nn.meta.unbox(model.init(jax.random.key(0), tokens, t, jnp.zeros((b, f), jnp.int32))["params"])
+    assert params["action_embed"]["embedding"].shape == (cfg.model.num_actions + 1, cfg.model.hidden)
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    params = jax.tree.unflatten(tree, [x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+    apply = jax.jit(lambda a: model.apply({"params": params}, tokens, t, actions=a))
+    a0 = jnp.zeros((b, f), jnp.int32)
+    # the last frame's action is never used under 'cause' (it moves to a frame outside the clip)
+    np.testing.assert_array_equal(apply(a0), apply(a0.at[:, f - 1].set(2)))
+    assert float(jnp.max(jnp.abs(apply(a0) - apply(a0.at[:, 0].set(2))))) > 1e-3
+    # equal to an 'after' model of the same parameters fed the shifted actions with the no-action id first
+    after = make_denoiser(dict_replace(cfg.model, action_align="after", num_actions=cfg.model.num_actions + 1),
+                          cfg.tokenizer.n_embed + 1)
+    a = jnp.asarray(np.random.default_rng(0).integers(0, cfg.model.num_actions, (b, f)), jnp.int32)
+    shifted = jnp.concatenate([jnp.full((b, 1), cfg.model.num_actions, jnp.int32), a[:, :-1]], 1)
+    np.testing.assert_allclose(apply(a), after.apply({"params": params}, tokens, t, actions=shifted), atol=1e-6)
+    with pytest.raises(ValueError, match="config.model.action_align"):
+        bad = make_denoiser(dict_replace(cfg.model, action_align="before"), cfg.tokenizer.n_embed + 1)
+        bad.init(jax.random.key(0), tokens, t, a0)
+
+
+def dict_replace(model_cfg, **kw):
+    out = ml_collections.ConfigDict(model_cfg.to_dict())
+    out.update(kw)
+    return out

@@ -86,6 +86,39 @@ def test_efficiency_videos_beyond_the_maze_held_out_split_are_named():
     validate(cfg)
 
 
+def test_vqf8_configs_input_sizes_and_uint8_rule():
+    """vq-f8 is laid out for 256x256 (tokenizer.resolution) and takes any multiple of 8; the paper-parity
+    configs decode with the release's trunc rule, which the maskflow protocol requires; the maze keeps round."""
+    for module in (dmlab, ffs):
+        cfg = module.get_config()
+        assert (cfg.tokenizer.resolution, cfg.tokenizer.decode_uint8, cfg.eval.protocol) == (256, "trunc", "maskflow")
+    assert maze.get_config().tokenizer.decode_uint8 == "round" and maze.get_config().tokenizer.resolution is None
+    native = dmlab.get_config()
+    native.data.resize_to = 64  # DMLab's native frames: 8x8 tokens from the same weights
+    validate(native)
+    assert config_validation.token_grid(native) == (8, 8)
+    native.data.resize_to = 60
+    with pytest.raises(ConfigError, match=r"config.data.resize_to: 60 .*multiples of the downsampling factor 8.*"
+                                          r"56 and 64"):
+        validate(native)
+    rounding = dmlab.get_config()
+    rounding.tokenizer.decode_uint8 = "round"
+    with pytest.raises(ConfigError, match=r"config.tokenizer.decode_uint8: got 'round' but eval.protocol='maskflow'"):
+        validate(rounding)
+    rounding.eval.protocol = "styleganv"  # a protocol that fixes no rule
+    validate(rounding)
+    odd = maze.get_config()
+    odd.tokenizer.decode_uint8 = "nearest"
+    with pytest.raises(ConfigError, match="config.tokenizer.decode_uint8"):
+        validate(odd)
+    attn = maze.get_config()
+    attn.tokenizer.attn_resolutions = (16,)  # attention needs the layout size
+    with pytest.raises(ConfigError, match="needs config.tokenizer.resolution"):
+        validate(attn)
+    attn.tokenizer.resolution = 32  # levels 32, 16, 8
+    validate(attn)
+
+
 def test_batch_must_divide_over_batch_devices():
     cfg = maze.get_config()
     cfg.data.batch_size = 6

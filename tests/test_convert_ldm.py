@@ -115,7 +115,7 @@ def write_torch_zip(path, obj, prefix="archive"):
 def tiny_params():
     import ml_collections
 
-    model = make_vq_model(ml_collections.ConfigDict(TINY), 16)
+    model = make_vq_model(ml_collections.ConfigDict(TINY))
     params = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"]
     return jax.tree.map(lambda x: x + 0.01 * jax.random.normal(jax.random.key(1), x.shape), params)
 
@@ -133,7 +133,7 @@ def test_round_trip_through_a_torch_format_file(tmp_path, tiny_params):
     x = np.random.default_rng(0).uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
     import ml_collections
 
-    model = make_vq_model(ml_collections.ConfigDict(TINY), 16)
+    model = make_vq_model(ml_collections.ConfigDict(TINY))
     ids_a = model.apply({"params": restored}, x, method=model.encode)
     ids_b = model.apply({"params": tiny_params}, x, method=model.encode)
     np.testing.assert_array_equal(ids_a, ids_b)
@@ -180,3 +180,88 @@ def test_key_mapping():
     assert convert_ldm.flax_path("encoder.down.2.downsample.conv.weight") == ("encoder", "down_2_downsample", "conv",
                                                                                "weight")
     assert convert_ldm.flax_path("encoder.mid.attn_1.q.weight") == ("encoder", "mid_attn_1", "q", "weight")
+
+
+# vq-f8's layout at small width: four levels laid out for 256x256 with attention at the 32x32 level (level 3).
+SMALL_F8 = {"ch": 32, "ch_mult": (1, 2, 2, 4), "num_res_blocks": 1, "attn_resolutions": (32,), "z_channels": 4,
+            "embed_dim": 4, "n_embed": 16, "beta": 0.25, "l2_normalize": False, "resolution": 256}
+
+
+def random_params(model, size, seed=0):
+    """Seeded parameters in numpy (fast: no per-leaf jax compilations) for the tree model.init builds at
+    size x size: kernels ~ N(0, 1/fan_in), GroupNorm scales ~ 1 + N(0, 0.1), biases and codes ~ N(0, 0.1)."""
+    rng = np.random.default_rng(seed)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, size, size, 3)))["params"]
+
+    def draw(path, leaf):
+        x = rng.normal(size=leaf.shape)
+        name = path[-1].key
+        if name == "kernel":
+            x = x / np.sqrt(np.prod(leaf.shape[:-1]))
+        else:
+            x = 1.0 + 0.1 * x if name == "scale" else 0.1 * x
+        return x.astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
+def test_converted_vqf8_layout_serves_64_and_256_frames_with_the_same_params(tmp_path):
+    """The architecture comes from tokenizer.resolution, not the input: the converted parameters
+    encode 64x64 frames (8x8 tokens, DMLab's native size) and 256x256 frames (32x32 tokens)."""
+    import flax
+    import ml_collections
+
+    from configs import dmlab
+    from maskflow_jax.tokenizer import train as tok_train
+    from maskflow_jax.tokenizer.api import to_unit
+
+    small = ml_collections.ConfigDict(SMALL_F8)
+    model = make_vq_model(small)
+    params = random_params(model, 8)  # any input size gives the same tree
+    assert {"down_3_attn_0", "mid_attn_1"} <= set(params["encoder"]) and "down_1_attn_0" not in params["encoder"]
+    assert "up_3_attn_1" in params["decoder"] and "up_1_attn_0" not in params["decoder"]
+    write_torch_zip(tmp_path / "vq.ckpt", {"state_dict": ldm_state_dict(params)})
+    convert_ldm.convert(tmp_path / "vq.ckpt", tmp_path / "out", SMALL_F8)
+
+    cfg = dmlab.get_config()
+    cfg.tokenizer.update(SMALL_F8)
+    cfg.tokenizer.init_from = str(tmp_path / "out")
+    rng = np.random.default_rng(0)
+    frames = {64: rng.integers(0, 256, (1, 2, 64, 64, 3), np.uint8),
+              256: rng.integers(0, 256, (1, 1, 256, 256, 3), np.uint8)}
+    toks = {}
+    for size, video in frames.items():
+        cfg.data.resize_to = size
+        tok = toks[size] = tok_train.load_tokenizer(cfg, str(tmp_path))
+        tok.chunk = video.shape[1]  # frames per compiled call (the default 32 would pad)
+        assert tok.grid == (size // 8, size // 8) and tok.decode_uint8 == "trunc"
+        ids = tok.encode(video)
+        assert ids.shape == video.shape[:2] + tok.grid and 0 <= ids.min() and ids.max() < 16
+        # The converted weights give exactly the ids of the original ones, at either size.
+        np.testing.assert_array_equal(ids[0], np.asarray(tok._enc(params, jnp.asarray(video[0]))))
+    for a, b in zip(jax.tree.leaves(toks[64].params), jax.tree.leaves(toks[256].params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert toks[64].decode(toks[64].encode(frames[64])).shape == frames[64].shape
+    ids256 = jnp.zeros((1, 32, 32), jnp.int32)
+    assert jax.eval_shape(toks[256]._dec, toks[256].params, ids256).shape == (1, 256, 256, 3)
+
+    # At 64x64 the 32x32-level attention runs on 8x8 feature maps: changing it changes the tokens.
+    bumped = jax.tree.map(lambda a: a, params)  # new dicts, same arrays
+    kernel = bumped["encoder"]["down_3_attn_0"]["proj_out"]["kernel"]
+    bumped["encoder"]["down_3_attn_0"]["proj_out"]["kernel"] = kernel + np.random.default_rng(2).normal(
+        size=kernel.shape).astype(np.float32)
+    x = jnp.asarray(frames[64][0])
+    assert np.mean(np.asarray(toks[64]._enc(bumped, x)) != np.asarray(toks[64]._enc(params, x))) > 0.1
+    # The old rule (attention by the input size: a model laid out for 64) cannot use these weights.
+    as_64 = make_vq_model(ml_collections.ConfigDict({**SMALL_F8, "resolution": 64}))
+    with pytest.raises(flax.errors.ScopeParamNotFoundError, match="down_1_attn_0"):
+        jax.eval_shape(lambda: as_64.apply({"params": params}, to_unit(x), method=as_64.encode))
+
+
+def test_a_config_that_differs_from_the_converted_weights_is_named():
+    import ml_collections
+
+    saved = {**SMALL_F8, "ch_mult": [1, 2, 2, 4], "attn_resolutions": [32]}  # as read back from tokenizer.json
+    convert_ldm.check_config(saved, ml_collections.ConfigDict(SMALL_F8))  # lists vs tuples: the same
+    with pytest.raises(ValueError, match=r"config.tokenizer.resolution=64 but DIR has 256"):
+        convert_ldm.check_config(saved, ml_collections.ConfigDict({**SMALL_F8, "resolution": 64}), "DIR")

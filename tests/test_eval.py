@@ -315,6 +315,28 @@ def test_protocol_errors_name_the_fix():
     assert protocols.PROTOCOLS["teco"].context == 36 and protocols.PROTOCOLS["styleganv"].num_videos == 2048
 
 
+def test_records_say_which_uint8_rule_decoded_the_videos():
+    """maskflow prescribes the release's trunc rule: records carry the rule given, a different one is refused."""
+    real = np.random.default_rng(4).integers(0, 256, (4, 16, 8, 8, 3)).astype(np.uint8)
+    assert protocols.PROTOCOLS["maskflow"].decode_uint8 == "trunc"
+    assert all(protocols.PROTOCOLS[k].decode_uint8 is None for k in ("maze", "styleganv", "teco"))
+    res = protocols.evaluate_fvd("maskflow", real, real, real_is_reference=True, feature_fn=_cheap_features,
+                                 decode_uint8="trunc")
+    assert (res["decode_uint8"], res["protocol_decode_uint8"]) == ("trunc", "trunc")
+    maze = protocols.evaluate_fvd("maze", real, real, feature_fn=_cheap_features, decode_uint8="round")
+    assert (maze["decode_uint8"], maze["protocol_decode_uint8"]) == ("round", None)
+    assert protocols.evaluate_fvd("maze", real, real, feature_fn=_cheap_features)["decode_uint8"] is None
+    with pytest.raises(ValueError, match="config.tokenizer.decode_uint8=trunc"):
+        protocols.evaluate_fvd("maskflow", real, real, real_is_reference=True, feature_fn=_cheap_features,
+                               decode_uint8="round")
+    stats = protocols.video_stats("maze", real, feature_fn=_cheap_features)
+    with pytest.raises(ValueError, match="'round', 'trunc' or None"):
+        protocols.make_record("maze", stats, stats, decode_uint8="floor")
+    curve = protocols.fvd_per_horizon(real, real, context=0, length=16, feature_fn=_cheap_features,
+                                      decode_uint8="trunc")
+    assert curve["decode_uint8"] == "trunc"
+
+
 def test_horizon_windows_and_curve():
     assert protocols.horizon_windows(160, 2, 16) == [(2 + 16 * k, 18 + 16 * k) for k in range(9)]
     rng = np.random.default_rng(9)

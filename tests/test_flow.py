@@ -92,3 +92,49 @@ def test_only_masked_positions_contribute_and_normalisation_is_global():
     assert float(metrics["accuracy"]) == pytest.approx(acc)
     mean_loss, _ = losses.masked_cross_entropy(logits, targets, mask, w, mask_ce=False)
     assert float(mean_loss) == pytest.approx((ce * np.asarray(w)[:, :, None, None]).mean(), rel=1e-5)
+
+
+@pytest.mark.parametrize("mode", corruption.PREFIX_NOISE_LEVELS)
+def test_prefix_mixtures_distribution(mode):
+    """prefix_*: a share prefix_prob of clips has a clean prefix of L ~ U{1..F-1} frames (t = 1), then
+    frames at one shared t (prefix_shared) or i.i.d. t (prefix_iid); the other clips are random_all."""
+    b, f, p = 20000, 8, 0.3
+    t = np.asarray(corruption.sample_times(jax.random.key(0), b, f, mode=mode, prefix_prob=p))
+    clean = t == corruption.CLEAN
+    has_prefix = clean[:, 0]
+    assert abs(has_prefix.mean() - p) < 0.015
+    # random_all clips never draw t = 1; prefix clips: clean frames exactly form a prefix
+    lengths = clean.sum(1)
+    assert np.all(lengths[~has_prefix] == 0)
+    np.testing.assert_array_equal(clean[has_prefix], np.arange(f)[None] < lengths[has_prefix, None])
+    counts = np.bincount(lengths[has_prefix], minlength=f)
+    assert counts[0] == 0 and counts[f:].sum() == 0  # L in [1, F - 1]: at least one frame to denoise
+    share = counts[1:f] / has_prefix.sum()
+    np.testing.assert_allclose(share, np.full(f - 1, 1 / (f - 1)), atol=0.02)  # uniform
+    rest = [t[i, lengths[i]:] for i in np.nonzero(has_prefix)[0][:2000]]
+    spread = np.array([r.max() - r.min() for r in rest if len(r) > 1])
+    if mode == "prefix_shared":
+        assert spread.max() == 0.0  # one t for every frame after the prefix
+    else:
+        assert spread.mean() > 0.2  # i.i.d. frames differ
+    after = np.concatenate(rest)
+    assert after.min() >= 1e-3 and after.max() < 1.0
+    assert abs(after.mean() - 0.5) < 0.02 and abs(np.mean(after < 0.25) - 0.25) < 0.02  # ~U[eps, 1)
+    free = t[~has_prefix]  # random_all: i.i.d. per frame
+    assert abs(free.mean() - 0.5) < 0.01 and float(np.std(free, axis=1).mean()) > 0.2
+
+
+def test_prefix_frames_are_never_masked_and_paper_modes_unchanged():
+    t = corruption.sample_times(jax.random.key(1), 64, 6, mode="prefix_shared", prefix_prob=1.0)
+    tokens = jnp.ones((64, 6, 4, 4), jnp.int32)
+    _, mask = corruption.corrupt(jax.random.key(2), tokens, t, mask_id=9)
+    clean = np.asarray(t) == 1.0
+    assert clean[:, 0].all() and not np.asarray(mask)[clean].any()
+    # the prefix options do not change the paper modes' draws for a key
+    a = corruption.sample_times(jax.random.key(3), 4, 5, mode="random_all")
+    b = corruption.sample_times(jax.random.key(3), 4, 5, mode="random_all", prefix_prob=0.9)
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="needs clips of >= 2 frames"):
+        corruption.sample_times(jax.random.key(0), 2, 1, mode="prefix_iid")
+    with pytest.raises(ValueError, match="flow.prefix_prob"):
+        corruption.sample_times(jax.random.key(0), 2, 4, mode="prefix_iid", prefix_prob=1.5)

@@ -165,3 +165,30 @@ def test_unknown_remat_policy_is_named():
     tokens, t = _inputs()
     with pytest.raises(ValueError, match="config.model.remat_policy"):
         model.init(jax.random.key(0), tokens, t)
+
+
+def test_head_init_std_gives_a_random_head_and_body_gradients_at_step_0():
+    tokens, t = _inputs()
+    mask = jax.random.uniform(jax.random.key(5), tokens.shape) < 0.5
+
+    def body_grad_norm(model):
+        params = nn.meta.unbox(model.init(jax.random.key(0), tokens, t)["params"])
+
+        def loss(p):
+            logp = jax.nn.log_softmax(model.apply({"params": p}, jnp.where(mask, V - 1, tokens), t))
+            return -jnp.sum(jnp.take_along_axis(logp, tokens[..., None], -1)[..., 0] * mask) / mask.sum()
+
+        g = jax.grad(loss)(params)
+        body = {k: v for k, v in g.items() if k not in ("head", "final_adaLN")}
+        return params, float(optax_norm(body))
+
+    zero_params, zero_body = body_grad_norm(_model())
+    assert float(jnp.abs(zero_params["head"]["kernel"]).max()) == 0.0 and zero_body == 0.0  # the release's saddle
+    params, body = body_grad_norm(_model(head_init_std=0.02))
+    kernel = np.asarray(params["head"]["kernel"])
+    assert abs(kernel.std() - 0.02) < 0.002 and abs(kernel.mean()) < 0.002
+    assert body > 1e-4
+
+
+def optax_norm(tree):
+    return jnp.sqrt(sum(jnp.sum(x ** 2) for x in jax.tree.leaves(tree)))

@@ -185,23 +185,23 @@ def test_records_roundtrip_and_atomic_prepare(tmp_path):
     assert not list(tmp_path.glob("bad*"))  # a failed prepare leaves no shards and no metadata
 
 
-def test_ensure_maze_data_builds_once(tmp_path):
+def test_ensure_procedural_data_builds_once(tmp_path):
     d = base.get_base().data
     d.maze.num_train, d.maze.num_test, d.maze.length = 2, 1, 16
     d.num_threads, d.prefetch = 1, 2
-    out = pipeline.ensure_maze_data(d, tmp_path)
+    out = pipeline.ensure_procedural_data(d, tmp_path)
     assert out["train"] == {"count": 2, "skipped": 0} and out["test"]["count"] == 1
     stamp = (tmp_path / "data" / "prepared" / "train.json").stat().st_mtime_ns
-    pipeline.ensure_maze_data(d, tmp_path)  # no-op the second time
+    pipeline.ensure_procedural_data(d, tmp_path)  # no-op the second time
     assert (tmp_path / "data" / "prepared" / "train.json").stat().st_mtime_ns == stamp
     b = next(pipeline.make_train_iterator(d, seed=0, workdir=tmp_path))
     assert b["video"].shape == (d.batch_size, 16, 64, 64, 3)
     before = records.RecordSource(tmp_path / "data" / "prepared", "train")[0]["video"].copy()
     d.maze.seed = 5  # new parameters: raw data and records are rebuilt
-    pipeline.ensure_maze_data(d, tmp_path)
+    pipeline.ensure_procedural_data(d, tmp_path)
     after = records.RecordSource(tmp_path / "data" / "prepared", "train")[0]["video"]
     assert not np.array_equal(before, after)
     d.eval_split = "foreign"
     (tmp_path / "data" / "raw" / "foreign").mkdir()
     with pytest.raises(dmlab.DataError, match="not written by the maze generator"):
-        pipeline.ensure_maze_data(d, tmp_path)
+        pipeline.ensure_procedural_data(d, tmp_path)

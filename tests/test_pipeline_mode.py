@@ -28,7 +28,12 @@ def test_smoke_pipeline_end_to_end_and_restart(smoke_run):
     assert [d["horizon"] for d in real] == [16] and real[0]["motion"] > 0
     assert f"| 16 | real held-out videos (the reference) |  |  | {real[0]['motion']:.1f} |" in report
     checks = results["eval"]["prediction"]  # m = context (2) and F - 1 (7) on 8-frame held-out windows
-    assert [c["context"] for c in checks] == [2, 7] and all(c["num_clips"] == 8 for c in checks)
+    # both time inputs (the sampler's first) at each m, and the future-visible control where frame m + 1 exists
+    assert [(c["context"], c["time_input"], c["visible_future"]) for c in checks] == [
+        (2, "clean", False), (2, "unmasked_fraction", False), (2, "clean", True),
+        (7, "clean", False), (7, "unmasked_fraction", False)]
+    assert all(c["num_clips"] == 8 for c in checks)
+    assert all(np.isfinite(c["nll_changed"]) and c["nll_changed"] > 0 for c in checks)
     assert all(0 <= c["accuracy"] <= 1 and 0 < c["changed_fraction"] < 1 for c in checks)
     assert "## Next-frame token prediction (teacher-forced, 8 held-out clips)" in report
 

@@ -3,13 +3,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import traverse_util
 from factories import tiny_config
 
 from configs import dmlab
 from maskflow_jax.data import maze, pipeline
 from maskflow_jax.parallel.mesh import make_mesh
 from maskflow_jax.tokenizer import train as tok_train
-from maskflow_jax.tokenizer.api import Tokenizer
+from maskflow_jax.tokenizer.api import Tokenizer, to_uint8
 from maskflow_jax.tokenizer.model import make_vq_model
 from maskflow_jax.tokenizer.quantizer import VectorQuantizer, code_usage, restart_dead_codes
 
@@ -24,7 +25,7 @@ def small_tok_cfg(res=16):
 
 
 def test_vqf8_architecture_matches_the_checkpoint_sizes():
-    model = make_vq_model(dmlab.get_config().tokenizer, 256)
+    model = make_vq_model(dmlab.get_config().tokenizer)
     params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 256, 256, 3))))["params"]
     count = lambda t: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(t))  # noqa: E731
     assert count(params["encoder"]) == 27_397_764 and count(params["decoder"]) == 40_253_955
@@ -32,6 +33,79 @@ def test_vqf8_architecture_matches_the_checkpoint_sizes():
     assert params["quantize"]["embedding"].shape == (16384, 4)
     assert "down_3_attn_1" in params["encoder"] and "up_3_attn_2" in params["decoder"]
     assert "down_3_downsample" not in params["encoder"] and "up_0_upsample" not in params["decoder"]
+
+
+def test_vqf8_parameters_do_not_depend_on_the_input_size():
+    """Laid out for 256x256 by tokenizer.resolution: 64x64 frames need the very same parameter tree
+    (attention at the 32x32 level only) and give 8x8 tokens."""
+    model = make_vq_model(dmlab.get_config().tokenizer)
+    trees, ids = {}, {}
+    for size in (64, 256):
+        x = jnp.zeros((1, size, size, 3))
+        trees[size] = jax.eval_shape(lambda x=x: model.init(jax.random.key(0), x))["params"]
+        ids[size] = jax.eval_shape(lambda p, x=x: model.apply({"params": p}, x, method=model.encode), trees[size])
+    flat = {k: traverse_util.flatten_dict(v) for k, v in trees.items()}
+    assert {k: v.shape for k, v in flat[64].items()} == {k: v.shape for k, v in flat[256].items()}
+    attn = sorted({k[1] for k in flat[64] if "attn" in k[1]})
+    assert attn == ["down_3_attn_0", "down_3_attn_1", "mid_attn_1", "up_3_attn_0", "up_3_attn_1", "up_3_attn_2"]
+    assert ids[64].shape == (1, 8, 8) and ids[256].shape == (1, 32, 32)
+
+
+def test_sizes_the_tokenizer_cannot_take_name_resize_to_and_the_valid_sizes():
+    cfg = dmlab.get_config()
+    model = make_vq_model(cfg.tokenizer)
+    with pytest.raises(ValueError, match=r"config.data.resize_to=60 .*multiples of the downsampling factor 8 "
+                                         r"\(8, 16, 24, ...\); the nearest to 60 are 56 and 64"):
+        Tokenizer(cfg.tokenizer, {}, 60)
+    with pytest.raises(ValueError, match=r"config.data.resize_to=4 .*the nearest to 4 is 8"):
+        Tokenizer(cfg.tokenizer, {}, 4)
+    with pytest.raises(ValueError, match=r"60x64 pixels .*config.data.resize_to .*56 and 64"):
+        jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 60, 64, 3))))
+    for size in (8, 64, 72, 256):  # any multiple of 8 builds
+        assert Tokenizer(cfg.tokenizer, {}, size).grid == (size // 8, size // 8)
+    bad = cfg.tokenizer.copy_and_resolve_references()
+    bad.resolution = 100
+    with pytest.raises(ValueError, match="config.tokenizer.resolution=100"):
+        make_vq_model(bad)
+    bad.resolution, bad.attn_resolutions = 256, (24,)
+    with pytest.raises(ValueError, match=r"config.tokenizer.attn_resolutions \[24\] match no level"):
+        make_vq_model(bad)
+    bad.resolution = None
+    with pytest.raises(ValueError, match="needs config.tokenizer.resolution"):
+        make_vq_model(bad)
+
+
+def test_uint8_rules_round_and_trunc_exact_values():
+    """round((x + 1) * 127.5) (maze) against the release's trunc((x + 1) * 0.5 * 255), after clamping."""
+    v = np.array([100.3, 100.7, 200.51, 0.6, 254.4, 254.6], np.float64)  # (x + 1) * 127.5, off the boundaries
+    x = np.concatenate([np.array([-2.0, -1.0, -0.999, 0.0, 0.5, 1.0 - 2.0 ** -20, 1.0, 1.5]), v / 127.5 - 1.0])
+    x = jnp.asarray(x, jnp.float32)
+    assert to_uint8(x, "round").tolist() == [0, 0, 0, 128, 191, 255, 255, 255, 100, 101, 201, 1, 254, 255]
+    assert to_uint8(x, "trunc").tolist() == [0, 0, 0, 127, 191, 254, 255, 255, 100, 100, 200, 0, 254, 254]
+    assert to_uint8(x).tolist() == to_uint8(x, "round").tolist()  # the default rule
+    assert to_uint8(x, "round").dtype == jnp.uint8 and to_uint8(x, "trunc").dtype == jnp.uint8
+    with pytest.raises(ValueError, match="config.tokenizer.decode_uint8='floor'"):
+        to_uint8(x, "floor")
+
+
+def test_tokenizer_decodes_with_its_configured_uint8_rule():
+    cfg = small_tok_cfg()
+    model = make_vq_model(cfg.tokenizer)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"]
+    ids = np.random.default_rng(3).integers(0, 64, (2, 8, 8)).astype(np.int32)
+    images = model.apply({"params": params}, jnp.asarray(ids), method=model.decode)
+    out = {}
+    for rule in ("round", "trunc"):
+        cfg.tokenizer.decode_uint8 = rule
+        tok = Tokenizer(cfg.tokenizer, params, 16, chunk=2)
+        assert tok.decode_uint8 == rule
+        out[rule] = tok.decode(ids)
+        np.testing.assert_array_equal(out[rule], np.asarray(to_uint8(images, rule)))
+    diff = out["round"].astype(int) - out["trunc"]
+    assert diff.min() >= 0 and diff.max() <= 1 and 0.2 < diff.mean() < 0.8  # about half the pixels move by one
+    assert Tokenizer(cfg.tokenizer, params, 16, decode_uint8="round").decode_uint8 == "round"  # argument wins
+    with pytest.raises(ValueError, match="config.tokenizer.decode_uint8"):
+        Tokenizer(cfg.tokenizer, params, 16, decode_uint8="nearest")
 
 
 def test_quantizer_invariants():
@@ -66,7 +140,7 @@ def test_dead_code_restart_and_usage():
 
 def test_video_api_shapes_ranges_and_errors():
     cfg = small_tok_cfg()
-    model = make_vq_model(cfg.tokenizer, 16)
+    model = make_vq_model(cfg.tokenizer)
     params = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"]
     tok = Tokenizer(cfg.tokenizer, params, 16, chunk=4)
     video = np.random.default_rng(0).integers(0, 256, (2, 3, 16, 16, 3)).astype(np.uint8)

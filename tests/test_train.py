@@ -191,3 +191,8 @@ def test_learning_rate_schedules():
     assert float(cos(100)) == pytest.approx(0.0, abs=1e-9)
     with pytest.raises(ValueError, match="lr_schedule"):
         learning_rate_schedule(tiny_config(train__lr_schedule="linear").train)
+    for kind in ("constant", "cosine"):  # train.warmup_init: the warm-up starts at a fraction of lr
+        warm = learning_rate_schedule(tiny_config(train__lr=1e-3, train__warmup_steps=10, train__steps=100,
+                                                  train__lr_schedule=kind, train__warmup_init=0.1).train)
+        assert float(warm(0)) == pytest.approx(1e-4) and float(warm(5)) == pytest.approx(5.5e-4)
+        assert float(warm(10)) == pytest.approx(1e-3)

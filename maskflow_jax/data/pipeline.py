@@ -9,7 +9,7 @@ The iterator is checkpointable (`get_state`/`set_state`, or `grain.checkpoint.Ch
 inside an orbax Composite); a restored iterator yields exactly the batches that would have come next.
 Evaluation (`make_eval_iterator`): in order, not repeated, clips from frame 0, padded to whole
 batches with `valid = False` so every host runs the same number of steps.
-`ensure_prepared` / `ensure_maze_data` build the raw data (maze) and the records if missing, from
+`ensure_prepared` / `ensure_procedural_data` build the raw data (maze) and the records if missing, from
 `.npz` trajectories (dmlab.py) or folders of videos / frame folders (video_folder.py, data.name ffs).
 Batches: {"video": uint8 (B, F, R, R, 3) or int32 tokens (B, F, h, w), "actions": int32 (B, F)
 if data.use_actions, "index": int32 (B,) record ids, ["valid": bool (B,) in eval]}.
@@ -29,7 +29,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec
 
-from maskflow_jax.data import dmlab, maze, records, video_folder
+from maskflow_jax.data import dmlab, maze, procedural, records, topdown, video_folder
 
 # data.name values whose data.root is a folder (or .zip) of videos or frame folders.
 VIDEO_FOLDER_NAMES = ("ffs", "video_folder")
@@ -268,27 +268,32 @@ def _marker_matches(marker, want):
     return marker.is_file() and json.loads(marker.read_text()) == want
 
 
-def ensure_maze_data(data_cfg, workdir):
-    """Generates the maze splits (if missing) and prepares their records (if missing).
+PROCEDURAL_WORLDS = {"maze": maze, "topdown": topdown}  # data.name -> generator module (built-in data)
 
-    Raw: data.root or <workdir>/data/raw (train: data.maze.num_train videos with seed
-    data.maze.seed; eval: data.maze.num_test with seed + 1). Returns a dict of paths and counts.
+
+def ensure_procedural_data(data_cfg, workdir):
+    """Generates the splits of a built-in world (data.name in PROCEDURAL_WORLDS) if missing and
+    prepares their records (if missing).
+
+    Raw: data.root or <workdir>/data/raw (train: data.<name>.num_train videos with seed
+    data.<name>.seed; eval: data.<name>.num_test with seed + 1). Returns a dict of paths and counts.
     """
+    world = PROCEDURAL_WORLDS[data_cfg.name]
     raw = resolve_raw_dir(data_cfg, workdir)
-    m = data_cfg.maze
+    m = data_cfg[data_cfg.name]
     for split, num, seed in ((data_cfg.train_split, m.num_train, m.seed),
                              (data_cfg.eval_split, m.num_test, m.seed + 1)):
-        want = dict(num=num, frames=m.length, seed=seed, shard_size=100, version=maze.FORMAT_VERSION)
-        marker, folder = maze.split_marker(raw, split), raw / split
+        want = procedural.marker_contents(world, num, m.length, seed, shard_size=100)
+        marker, folder = procedural.split_marker(raw, split, world), raw / split
         done = functools.partial(_marker_matches, marker, want)
         if done():
             continue
         if folder.exists() and not marker.is_file():
-            raise dmlab.DataError(f"{folder} exists but was not written by the maze generator (no "
+            raise dmlab.DataError(f"{folder} exists but was not written by the {world.NAME} generator (no "
                                   f"{marker.name}); delete it or set config.data.root elsewhere")
         tmp = raw / (split + _tag())  # generate aside, then rename: readers never see half a split
-        logging.info("generating %d maze trajectories of %d frames into %s", num, m.length, folder)
-        maze.write_split(tmp, split, num, m.length, seed, shard_size=100)
+        logging.info("generating %d %s trajectories of %d frames into %s", num, world.NAME, m.length, folder)
+        procedural.write_split(world, tmp, split, num, m.length, seed, shard_size=100)
         if not done():  # another host may have finished first (shared filesystem)
             if folder.exists():
                 shutil.rmtree(folder)  # ours, generated with other parameters
@@ -322,10 +327,11 @@ def ensure_prepared(data_cfg, workdir=None):
                                       skip_corrupt=data_cfg.skip_corrupt)
             listing = "\n".join(f"{p.relative_to(raw)} {p.stat().st_size}" for p in reader.files)
             count = len(reader.files)
-        marker = maze.split_marker(raw, split)
+        world = PROCEDURAL_WORLDS.get(data_cfg.name, maze)
+        marker = procedural.split_marker(raw, split, world)
         fingerprint = {"root": str(raw.resolve()), "files": count,
                        "listing_sha256": hashlib.sha256(listing.encode()).hexdigest(),
-                       "maze": json.loads(marker.read_text()) if marker.is_file() else None,
+                       world.NAME: json.loads(marker.read_text()) if marker.is_file() else None,
                        "min_length": span, "image_size": data_cfg.image_size}
         if data_cfg.name in VIDEO_FOLDER_NAMES:
             fingerprint["video_folder"] = video_folder.FORMAT_VERSION
@@ -335,8 +341,8 @@ def ensure_prepared(data_cfg, workdir=None):
 
 
 def prepare_data(config, workdir):
-    """`--mode=prepare_data`: maze generation (data.name == "maze") and record preparation
-    (from .npz trajectories, or from videos for data.name in VIDEO_FOLDER_NAMES)."""
-    if config.data.name == "maze":
-        return ensure_maze_data(config.data, workdir)
+    """`--mode=prepare_data`: generation of a built-in world (data.name in PROCEDURAL_WORLDS) and record
+    preparation (from .npz trajectories, or from videos for data.name in VIDEO_FOLDER_NAMES)."""
+    if config.data.name in PROCEDURAL_WORLDS:
+        return ensure_procedural_data(config.data, workdir)
     return ensure_prepared(config.data, workdir)

@@ -15,7 +15,7 @@ import numpy as np
 from absl import logging
 
 from maskflow_jax.data import pipeline, records
-from maskflow_jax.data.maze import save_npz
+from maskflow_jax.data.procedural import save_npz
 
 PART_VIDEOS = 16
 

@@ -19,14 +19,27 @@ import jax
 import jax.numpy as jnp
 
 
-def next_frame_predictions(logits_fn, tokens, context, mask_id, time_input="clean", actions=None):
-    """Argmax predictions of frame `context` (m) given frames [0, m) clean and the rest masked.
+TIME_INPUTS = ("clean", "unmasked_fraction")  # the sampler's conventions (config.sampling.time_input)
+
+
+def _frame_times(time_input, visible, b):
+    """t (B, F): "clean" t = 1 everywhere (the MGM sampler's default, SPEC §11.4); "unmasked_fraction"
+    (alias "masked") t = 1 on visible frames and 0 on fully masked ones (kappa^-1 of the unmasked share,
+    as the first step of a sampler with that time input sees them)."""
+    if time_input not in TIME_INPUTS + ("masked",):
+        raise ValueError(f"time_input={time_input!r}: expected one of {TIME_INPUTS} (or 'masked')")
+    if time_input == "clean":
+        return jnp.ones((b, visible.shape[0]), jnp.float32)
+    return jnp.broadcast_to(visible.astype(jnp.float32), (b, visible.shape[0]))
+
+
+def next_frame_logits(logits_fn, tokens, context, mask_id, time_input="clean", actions=None, visible_future=False):
+    """Logits (B, H, W, mask_id) over the codes (MASK excluded) of frame `context` (m) given frames
+    [0, m) clean and frame m masked; frames after m are masked too, or clean with visible_future (a
+    control: how much the model leans on a visible later frame, which sampling never shows it).
 
     logits_fn(tokens (B, F, H, W), t (B, F)[, actions (B, F)]) -> logits (B, F, H, W, V); tokens int
     (B, F, H, W) with 1 <= m < F; actions int (B, F) for an action-conditioned model (passed on).
-    time_input: "clean" feeds t = 1 to every frame (the MGM sampler's default, SPEC §11.4), "masked"
-    t = 1 on the context and 0 on the masked frames (the training-time convention).
-    Returns int32 (B, H, W).
     """
     tokens = jnp.asarray(tokens)
     if tokens.ndim != 4:
@@ -35,21 +48,39 @@ def next_frame_predictions(logits_fn, tokens, context, mask_id, time_input="clea
     if not 1 <= context < f:
         raise ValueError(f"context={context} must be in [1, F) = [1, {f}) (the frame to predict must exist "
                          "and follow at least one clean frame)")
-    if time_input not in ("clean", "masked"):
-        raise ValueError(f"time_input={time_input!r}: expected 'clean' or 'masked'")
-    is_context = jnp.arange(f) < context
-    x = jnp.where(is_context[None, :, None, None], tokens, jnp.asarray(mask_id, tokens.dtype)).astype(jnp.int32)
-    t = jnp.ones((b, f), jnp.float32) if time_input == "clean" else \
-        jnp.broadcast_to(is_context.astype(jnp.float32), (b, f))
+    frames = jnp.arange(f)
+    visible = (frames != context) if visible_future else (frames < context)
+    t = _frame_times(time_input, visible, b)
+    x = jnp.where(visible[None, :, None, None], tokens, jnp.asarray(mask_id, tokens.dtype)).astype(jnp.int32)
     logits = logits_fn(x, t) if actions is None else logits_fn(x, t, jnp.asarray(actions, jnp.int32))
-    logits = logits[:, context, ..., :mask_id]  # never predict MASK
+    return logits[:, context, ..., :mask_id]  # never predict MASK
+
+
+def next_frame_predictions(logits_fn, tokens, context, mask_id, time_input="clean", actions=None,
+                           visible_future=False):
+    """Argmax predictions int32 (B, H, W) of frame `context` (see next_frame_logits)."""
+    logits = next_frame_logits(logits_fn, tokens, context, mask_id, time_input, actions, visible_future)
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
 
-def next_frame_accuracy(logits_fn, tokens, context, mask_id, time_input="clean", batch_size=8, actions=None):
-    """Scores next_frame_predictions over clips tokens (N, F, H, W) (with their actions (N, F) for an
-    action-conditioned model) in batches; returns a dict of floats
-    {accuracy, copy_accuracy, changed_accuracy, changed_fraction, num_clips, context} (see module doc)."""
+def _scores(logits, truth):
+    """(argmax ids (B, H, W), -log p(truth) (B, H, W)) from logits (B, H, W, V)."""
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    nll = -jnp.take_along_axis(logp, truth[..., None], axis=-1)[..., 0]
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32), nll
+
+
+def next_frame_accuracy(logits_fn, tokens, context, mask_id, time_input="clean", batch_size=8, actions=None,
+                        visible_future=False):
+    """Scores frame m = `context` of clips tokens (N, F, H, W) (with their actions (N, F) for an
+    action-conditioned model) in batches; returns a dict:
+
+    accuracy, copy_accuracy, changed_accuracy, changed_fraction (see the module doc); nll_changed and
+    nll_unchanged: mean cross-entropy (nats) of the true token on the tokens that change / stay (argmax
+    accuracy hides a model drifting towards copying, NLL does not); num_clips, context, time_input,
+    visible_future; with actions, by_action: {a: {count, accuracy, copy_accuracy, changed_accuracy,
+    changed_fraction}} grouped by actions[:, m - 1], the move from frame m - 1 into frame m.
+    """
     tokens = np.asarray(tokens)
     if tokens.ndim != 4:
         raise ValueError(f"tokens must be (N, F, H, W); got shape {tokens.shape}")
@@ -58,18 +89,34 @@ def next_frame_accuracy(logits_fn, tokens, context, mask_id, time_input="clean",
                          f"[{tokens.min()}, {tokens.max()}]")
     if actions is not None and np.shape(actions) != tokens.shape[:2]:
         raise ValueError(f"actions must be (N, F) = {tokens.shape[:2]}, one per clip frame; got shape {np.shape(actions)}")
-    hit = copy_hit = changed = changed_hit = total = 0
+    preds, nlls = [], []
     for i in range(0, len(tokens), batch_size):
         clip = tokens[i:i + batch_size]
         act = None if actions is None else actions[i:i + batch_size]
-        pred = np.asarray(jax.device_get(next_frame_predictions(logits_fn, clip, context, mask_id, time_input, act)))
-        truth, previous = clip[:, context], clip[:, context - 1]
-        moved = truth != previous
-        hit += int(np.sum(pred == truth))
-        copy_hit += int(np.sum(previous == truth))
-        changed += int(np.sum(moved))
-        changed_hit += int(np.sum((pred == truth) & moved))
-        total += truth.size
-    return {"accuracy": hit / total, "copy_accuracy": copy_hit / total,
-            "changed_accuracy": changed_hit / changed if changed else float("nan"),
-            "changed_fraction": changed / total, "num_clips": int(len(tokens)), "context": int(context)}
+        logits = next_frame_logits(logits_fn, clip, context, mask_id, time_input, act, visible_future)
+        pred, nll = jax.device_get(_scores(logits, jnp.asarray(clip[:, context])))
+        preds.append(np.asarray(pred))
+        nlls.append(np.asarray(nll))
+    pred, nll = np.concatenate(preds), np.concatenate(nlls)
+    truth, previous = tokens[:, context], tokens[:, context - 1]
+    res = dict(_tally(pred, truth, previous), num_clips=int(len(tokens)), context=int(context),
+               time_input="unmasked_fraction" if time_input == "masked" else time_input,
+               visible_future=bool(visible_future))
+    moved = truth != previous
+    res["nll_changed"] = float(nll[moved].mean()) if moved.any() else float("nan")
+    res["nll_unchanged"] = float(nll[~moved].mean()) if (~moved).any() else float("nan")
+    if actions is not None:
+        into = np.asarray(actions)[:, context - 1]
+        res["by_action"] = {int(a): dict(_tally(pred[into == a], truth[into == a], previous[into == a]),
+                                         count=int(np.sum(into == a))) for a in np.unique(into)}
+    return res
+
+
+def _tally(pred, truth, previous):
+    """accuracy, copy_accuracy, changed_accuracy, changed_fraction of predictions against the truth."""
+    moved = truth != previous
+    total, changed = truth.size, int(np.sum(moved))
+    return {"accuracy": float(np.mean(pred == truth)) if total else float("nan"),
+            "copy_accuracy": float(np.mean(previous == truth)) if total else float("nan"),
+            "changed_accuracy": float(np.sum((pred == truth) & moved) / changed) if changed else float("nan"),
+            "changed_fraction": changed / total if total else float("nan")}

@@ -2,7 +2,9 @@
 
 maskflow:  the paper's evaluation without its lossy mp4 round trip: the reference set is VQ
            reconstructions (encode -> decode, a `reference_fn`) of training clips, one per video;
-           FVD on the first 16 frames, videos at 256² before the I3D preprocessing.
+           FVD on the first 16 frames, videos at 256² before the I3D preprocessing. Decoded videos
+           (reference and samples) use the release's uint8 rule trunc((x + 1) * 0.5 * 255)
+           (config.tokenizer.decode_uint8 = "trunc"; tokenizer/api.py).
 styleganv: 2,048 raw 16-frame training clips at 256² as the reference (StyleGAN-V).
 teco:      DMLab at 64², 300-frame test videos, 36 real context frames, features over all 300.
 maze:      the built-in data: held-out procedural maze videos (another seed) as the reference,
@@ -46,12 +48,13 @@ class Protocol:
     num_videos: int | None  # nominal videos per set (None = every video of the reference split)
     reference: str  # how the reference ("real") set is built
     needs_reference_fn: bool = False  # the reference is a transform (VQ reconstruction) of real clips
+    decode_uint8: str | None = None  # uint8 rule decoded videos must use (tokenizer/api.py UINT8_RULES); None = any
 
 
 PROTOCOLS = {
     "maskflow": Protocol("maskflow", 16, "first", 256, None, None, None,
                          "VQ reconstructions (tokenizer encode -> decode) of training clips, one per video",
-                         needs_reference_fn=True),
+                         needs_reference_fn=True, decode_uint8="trunc"),
     "styleganv": Protocol("styleganv", 16, "first", 256, 0, 16, 2048, "raw 16-frame training clips at 256x256"),
     "teco": Protocol("teco", 300, "first", 64, 36, 300, None,
                      "raw 300-frame test videos at 64x64 (the generator sees their first 36 frames)"),
@@ -161,7 +164,7 @@ def video_stats(protocol, videos, *, reference_fn=None, variables=None, feature_
 
 def evaluate_fvd(protocol, real_videos, fake_videos, *, reference_fn=None,
                  real_is_reference=False, variables=None, feature_fn=None, use_ema=True, seeds=None,
-                 batch_size=4, max_videos=None, sharding=None, notes=None):
+                 batch_size=4, max_videos=None, sharding=None, notes=None, decode_uint8=None):
     """FVD of generated vs real videos under a named protocol; returns the result record (dict).
 
     real_videos / fake_videos: iterables of uint8 batches (n, T, H, W, 3) or arrays (N, T, H, W, 3);
@@ -170,8 +173,11 @@ def evaluate_fvd(protocol, real_videos, fake_videos, *, reference_fn=None,
         (required by `maskflow` unless real_is_reference=True: the real videos already are them).
     variables: I3D variables (default load_i3d_params()); feature_fn overrides the I3D (tests).
     use_ema, seeds, notes: recorded as given. max_videos caps each set.
+    decode_uint8: the uint8 rule ("round" | "trunc") the decoded videos went through, recorded (None =
+        not stated); a rule other than the protocol's (maskflow: "trunc") is an error.
     """
     p = get_protocol(protocol)
+    check_decode_rule(p, decode_uint8)
     precomputed = isinstance(real_videos, FeatureStats)
     if p.needs_reference_fn and reference_fn is None and not (real_is_reference or precomputed):
         raise ValueError(f"protocol {p.name!r} compares with VQ reconstructions of the real clips: pass "
@@ -191,13 +197,28 @@ def evaluate_fvd(protocol, real_videos, fake_videos, *, reference_fn=None,
     else:
         reference = p.reference
     return make_record(p, real_stats, fake_stats, reference=reference, custom_features=feature_fn is not None,
-                       use_ema=use_ema, seeds=seeds, notes=notes, seconds=time.time() - t0)
+                       use_ema=use_ema, seeds=seeds, notes=notes, seconds=time.time() - t0, decode_uint8=decode_uint8)
+
+
+def check_decode_rule(protocol, decode_uint8):
+    """Raises ValueError when `decode_uint8` is not a rule, or not the one the protocol prescribes."""
+    p = get_protocol(protocol)
+    if decode_uint8 not in (None, "round", "trunc"):
+        raise ValueError(f"decode_uint8={decode_uint8!r}: expected 'round', 'trunc' or None")
+    if p.decode_uint8 is not None and decode_uint8 is not None and decode_uint8 != p.decode_uint8:
+        raise ValueError(f"protocol {p.name!r} compares videos decoded with the {p.decode_uint8!r} uint8 rule, not "
+                         f"{decode_uint8!r}: set config.tokenizer.decode_uint8={p.decode_uint8}")
 
 
 def make_record(protocol, real_stats, fake_stats, *, reference=None, custom_features=False, use_ema=True,
-                seeds=None, notes=None, seconds=None):
-    """The FVD result record (dict) of two FeatureStats under a protocol: what was measured, how."""
+                seeds=None, notes=None, seconds=None, decode_uint8=None):
+    """The FVD result record (dict) of two FeatureStats under a protocol: what was measured, how.
+
+    decode_uint8: the uint8 rule of the decoded videos ("round" | "trunc"), recorded as given (None =
+    not stated by the caller); one other than the protocol's rule raises ValueError.
+    """
     p = get_protocol(protocol)
+    check_decode_rule(p, decode_uint8)
     return {
         "protocol": p.name,
         "fvd": frechet_distance(real_stats.mean, real_stats.cov, fake_stats.mean, fake_stats.cov),
@@ -210,6 +231,8 @@ def make_record(protocol, real_stats, fake_stats, *, reference=None, custom_feat
         "frame_window": p.window,
         "resolution": p.resolution,
         "context": p.context,
+        "decode_uint8": decode_uint8,  # round((x+1)*127.5) | trunc((x+1)*0.5*255) | None (not stated)
+        "protocol_decode_uint8": p.decode_uint8,  # the rule the protocol prescribes (None = any)
         "use_ema": bool(use_ema),
         "weights": "ema" if use_ema else "raw",
         "seeds": seeds,
@@ -239,11 +262,12 @@ def horizon_windows(length, context, frames=16):
 
 def fvd_per_horizon(real_videos, fake_videos, *, context, length, frames=16, real_window="same",
                     variables=None, feature_fn=None, reference_fn=None, resolution=None, batch_size=4,
-                    max_videos=None, sharding=None):
+                    max_videos=None, sharding=None, decode_uint8=None):
     """FVD of each generated window [m + k·F, m + (k+1)·F) (see the module docstring).
 
     real_window: "same" compares with the real frames of the same span (real videos need `length`
     frames); "first" compares every window with the real frames [m, m + F).
+    decode_uint8: the uint8 rule of the decoded videos, recorded as given (None = not stated).
     Returns {"windows": [[start, end], ...], "fvd": [...], "kvd": [...], "num_real", "num_fake", ...}.
     """
     if real_window not in ("same", "first"):
@@ -261,7 +285,7 @@ def fvd_per_horizon(real_videos, fake_videos, *, context, length, frames=16, rea
     kvd = [stats_kernel_distance(r, f) for r, f in zip(real_stats, fake_stats)]
     return {"windows": [list(w) for w in windows], "fvd": curve, "kvd": kvd, "num_real": real_stats[0].count,
             "num_fake": fake_stats[0].count, "frames": frames, "context": context, "length": length,
-            "real_window": real_window, "resolution": resolution, "feature": feature}
+            "real_window": real_window, "resolution": resolution, "feature": feature, "decode_uint8": decode_uint8}
 
 
 def _jsonable(x):

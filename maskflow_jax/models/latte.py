@@ -27,6 +27,7 @@ PRESETS = {
     "XL": (28, 1152, 16),
 }
 VOCAB_PAD = 64
+ACTION_ALIGNS = ("after", "cause")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -73,7 +74,13 @@ class Latte(nn.Module):
     patch p, time_cond (False zeroes t: a timestep-independent model), num_actions (> 0 adds a
     per-frame action embedding to the time embedding), dtype (compute), remat (per block, with
     remat_policy), scan (nn.scan over the depth/2 block pairs: parameters stacked on a leading
-    `layers` axis, one compiled pair; the function computed is the same as the loop's).
+    `layers` axis, one compiled pair; the function computed is the same as the loop's),
+    head_init_std (0 = the release's zero-initialised output head; > 0 draws it from N(0, std^2):
+    beyond the paper, since a zero head with the loss on masked tokens only gives the body exactly
+    zero gradients at the first steps), action_align (which action frame f is conditioned on, given
+    actions (B, F) in the data's convention `actions[f]` = the move taken after frame f: "after"
+    embeds actions[f]; "cause" embeds actions[f - 1], the move that produced frame f, and a learnt
+    "no action" id (num_actions) for frame 0).
     """
 
     vocab_size: int
@@ -89,6 +96,8 @@ class Latte(nn.Module):
     remat: bool = False
     remat_policy: str = "nothing"
     scan: bool = False
+    head_init_std: float = 0.0
+    action_align: str = "after"
 
     @nn.compact
     def __call__(self, tokens, t, actions=None):
@@ -116,7 +125,13 @@ class Latte(nn.Module):
             if actions is None or actions.shape != (b, f):
                 raise ValueError(f"an action-conditioned denoiser (config.model.action_cond) needs actions (B, F) = "
                                  f"{(b, f)}; got {None if actions is None else actions.shape}")
-            c = c + nn.Embed(self.num_actions, d, embedding_init=part(nn.initializers.normal(0.02), ax.VOCAB, ax.EMBED),
+            if self.action_align not in ACTION_ALIGNS:
+                raise ValueError(f"config.model.action_align={self.action_align!r}: expected one of {ACTION_ALIGNS}")
+            table = self.num_actions
+            if self.action_align == "cause":  # frame f <- actions[f - 1]; frame 0 <- NO_ACTION = num_actions
+                actions = jnp.concatenate([jnp.full((b, 1), self.num_actions, actions.dtype), actions[:, :-1]], 1)
+                table += 1
+            c = c + nn.Embed(table, d, embedding_init=part(nn.initializers.normal(0.02), ax.VOCAB, ax.EMBED),
                              param_dtype=self.param_dtype, name="action_embed")(actions).astype(self.dtype)
         c = nn.with_logical_constraint(c, (ax.BATCH, ax.FRAMES, ax.EMBED))
         c_spatial = c[:, :, None, :]  # (B, F, 1, D): one vector per frame, broadcast over patches
@@ -140,8 +155,9 @@ class Latte(nn.Module):
                        bias_init=part(zeros, ax.MLP), name="final_adaLN")(nn.silu(c_spatial))
         shift, scale = jnp.split(mod, 2, axis=-1)
         x = modulate(layer_norm(x), shift, scale)
+        head_init = nn.initializers.normal(self.head_init_std) if self.head_init_std > 0 else zeros
         out = nn.Dense(p * p * v_pad, dtype=self.dtype, name="head",
-                       kernel_init=part(zeros, ax.EMBED, ax.VOCAB), bias_init=part(zeros, ax.VOCAB))(x)
+                       kernel_init=part(head_init, ax.EMBED, ax.VOCAB), bias_init=part(zeros, ax.VOCAB))(x)
         out = nn.with_logical_constraint(out, (ax.BATCH, ax.FRAMES, ax.SEQ, ax.VOCAB))
         # Unpatchify: (B, F, N, p*p*V_pad) -> (B, F, H, W, V).
         out = out.reshape(b, f, gh, gw, p, p, v_pad).transpose(0, 1, 2, 4, 3, 5, 6)
@@ -186,4 +202,5 @@ def make_denoiser(model_cfg, vocab_size, frames=None, grid=None):
                  num_actions=model_cfg.num_actions if model_cfg.action_cond else 0,
                  dtype=DTYPES[model_cfg.dtype], param_dtype=DTYPES[model_cfg.param_dtype],
                  remat=bool(model_cfg.remat), remat_policy=model_cfg.get("remat_policy", "nothing"),
-                 scan=bool(model_cfg.get("scan_blocks", False)))
+                 scan=bool(model_cfg.get("scan_blocks", False)), head_init_std=float(model_cfg.get("head_init_std", 0.0)),
+                 action_align=model_cfg.get("action_align", "after"))

@@ -17,9 +17,11 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
-from maskflow_jax.tokenizer.model import make_vq_model
+from maskflow_jax.tokenizer.model import downsampling_factor, make_vq_model
 from maskflow_jax.tokenizer.torch_pickle import load_torch_zip
 
+# "resolution" fixes the architecture (attention at the 32x32 level of the 256x256 layout); the converted
+# model takes frames of any size divisible by 8 (docs/vqf8.md).
 VQF8 = {"ch": 128, "ch_mult": (1, 2, 2, 4), "num_res_blocks": 2, "attn_resolutions": (32,), "z_channels": 4,
         "embed_dim": 4, "n_embed": 16384, "beta": 0.25, "l2_normalize": False, "resolution": 256}
 
@@ -55,9 +57,10 @@ def flax_path(key):
 def convert_state_dict(state_dict, tok_cfg=None):
     """PyTorch state_dict (name -> numpy) -> our params, checked against the model's expected tree."""
     tok_cfg = ml_collections.ConfigDict(tok_cfg or VQF8)
-    model = make_vq_model(tok_cfg, tok_cfg.get("resolution", 256))
+    n = downsampling_factor(tok_cfg)  # the smallest input: the parameters do not depend on the input size
+    model = make_vq_model(tok_cfg)  # the architecture (attention placement) from tok_cfg.resolution, not the input
     expected = traverse_util.flatten_dict(jax.eval_shape(
-        lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))["params"])
+        lambda: model.init(jax.random.key(0), jnp.zeros((1, n, n, 3))))["params"])
     converted, problems = {}, []
     for key, value in state_dict.items():
         if key.startswith("loss."):
@@ -83,7 +86,8 @@ def convert_state_dict(state_dict, tok_cfg=None):
             problems.append(f"{key}: unexpected key (no parameter {'/'.join(target)} in the model)")
             continue
         if tuple(value.shape) != tuple(expected[target].shape):
-            problems.append(f"{key}: shape {tuple(value.shape)} after conversion, expected {tuple(expected[target].shape)}")
+            problems.append(f"{key}: shape {tuple(value.shape)} after conversion, expected "
+                            f"{tuple(expected[target].shape)}")
             continue
         converted[target] = value.astype(np.float32)
     missing = sorted("/".join(k) for k in expected if k not in converted)
@@ -126,6 +130,21 @@ def load_converted(directory):
     with ocp.StandardCheckpointer() as ckptr:
         params = ckptr.restore(os.path.join(directory, "params"))
     return params, cfg
+
+
+ARCHITECTURE = ("ch", "ch_mult", "num_res_blocks", "attn_resolutions", "z_channels", "embed_dim", "n_embed",
+                "resolution")
+
+
+def check_config(saved, tok_cfg, directory="the converted tokenizer"):
+    """Raises ValueError naming every architecture field where config.tokenizer differs from the
+    tokenizer.json that `convert` wrote (fields absent from tokenizer.json are not compared)."""
+    norm = lambda v: tuple(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
+    diff = [f"config.tokenizer.{k}={norm(tok_cfg.get(k))!r} but {directory} has {norm(saved[k])!r}"
+            for k in ARCHITECTURE if k in saved and norm(tok_cfg.get(k)) != norm(saved[k])]
+    if diff:
+        raise ValueError("the tokenizer config does not match the converted weights (configs/base.py "
+                         "set_vqf8_tokenizer sets vq-f8's):\n  " + "\n  ".join(diff))
 
 
 def main(argv=None):

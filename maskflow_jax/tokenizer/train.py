@@ -58,8 +58,11 @@ def psnr(x, y):
 
 
 def make_tokenizer_trainer(tok_cfg, resolution):
-    """(model, init(rng) -> TokState, step(state, frames uint8 (N, H, W, 3)) -> (state, metrics))."""
-    model = make_vq_model(tok_cfg, resolution)
+    """(model, init(rng) -> TokState, step(state, frames uint8 (N, H, W, 3)) -> (state, metrics)).
+
+    The model comes from tok_cfg alone; `resolution` (H = W of the training frames) only sizes init's dummy input.
+    """
+    model = make_vq_model(tok_cfg)
     disc = PatchDiscriminator()
     tcfg = tok_cfg.train
     tx, dtx = optax.adam(tcfg.lr, b1=0.5, b2=0.9), optax.adam(tcfg.lr, b1=0.5, b2=0.9)
@@ -231,9 +234,10 @@ def load_tokenizer(cfg, workdir):
     the run's trained tokenizer."""
     res = cfg.data.resize_to
     if cfg.tokenizer.init_from:
-        from maskflow_jax.tokenizer.convert_ldm import load_converted
+        from maskflow_jax.tokenizer.convert_ldm import check_config, load_converted
 
-        params, _ = load_converted(cfg.tokenizer.init_from)
+        params, saved = load_converted(cfg.tokenizer.init_from)
+        check_config(saved, cfg.tokenizer, cfg.tokenizer.init_from)
         return Tokenizer(cfg.tokenizer, params, res)
     _, init, _ = make_tokenizer_trainer(cfg.tokenizer, res)
     abstract = jax.eval_shape(init, jax.random.key(0))

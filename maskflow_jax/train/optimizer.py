@@ -8,19 +8,21 @@ LR_SCHEDULES = ("constant", "cosine")
 def learning_rate_schedule(train_cfg):
     """step -> learning rate.
 
-    `lr_schedule="constant"` (SPEC §8): `lr`, reached linearly over `warmup_steps` when that is > 0.
+    `lr_schedule="constant"` (SPEC §8): `lr`, reached linearly over `warmup_steps` when that is > 0,
+    from `lr * warmup_init` at step 0 (warmup_init 0, the default, starts from zero).
     `lr_schedule="cosine"`: the same warm-up, then lr * (1 + cos(pi * k / K)) / 2 with
     K = steps - warmup_steps, reaching 0 at the last step.
     """
     kind = train_cfg.get("lr_schedule", "constant")
     if kind not in LR_SCHEDULES:
         raise ValueError(f"config.train.lr_schedule={kind!r}: expected one of {LR_SCHEDULES}")
+    start = train_cfg.lr * train_cfg.get("warmup_init", 0.0)
     if kind == "cosine":
-        return optax.warmup_cosine_decay_schedule(0.0, train_cfg.lr, train_cfg.warmup_steps,
+        return optax.warmup_cosine_decay_schedule(start, train_cfg.lr, train_cfg.warmup_steps,
                                                   decay_steps=max(train_cfg.steps, train_cfg.warmup_steps + 1),
                                                   end_value=0.0)
     if train_cfg.warmup_steps > 0:
-        warm = optax.linear_schedule(0.0, train_cfg.lr, train_cfg.warmup_steps)
+        warm = optax.linear_schedule(start, train_cfg.lr, train_cfg.warmup_steps)
         return optax.join_schedules([warm, optax.constant_schedule(train_cfg.lr)], [train_cfg.warmup_steps])
     return optax.constant_schedule(train_cfg.lr)
 

@@ -19,7 +19,8 @@ def corrupt_batch(rng, tokens, flow_cfg, mask_id):
     """Draws per-frame t (B, F), masks tokens (B, F, H, W); returns (x_t, mask, t, weights (B, F))."""
     k_t, k_mask = jax.random.split(rng)
     b, f = tokens.shape[:2]
-    t = corruption.sample_times(k_t, b, f, mode=flow_cfg.noise_level, eps=flow_cfg.sampling_eps)
+    t = corruption.sample_times(k_t, b, f, mode=flow_cfg.noise_level, eps=flow_cfg.sampling_eps,
+                                prefix_prob=flow_cfg.get("prefix_prob", 0.5))
     x_t, mask = corruption.corrupt(k_mask, tokens, t, mask_id, flow_cfg.kappa)
     if flow_cfg.reweigh == "snr":
         weights = losses.frame_weights(t, kappa=flow_cfg.kappa, snr_clip=flow_cfg.snr_clip,

@@ -1,0 +1,114 @@
+"""Built-in top-down world: schema, determinism, moves as exact one-tile shifts, DMLab action timing."""
+import numpy as np
+import pytest
+
+from maskflow_jax.data import dmlab, pipeline, topdown
+
+T = topdown
+
+
+@pytest.fixture(scope="module")
+def small():
+    return T.generate_trajectories(seed=3, num=3, length=40)
+
+
+def test_schema_and_content(small):
+    video, actions = small
+    assert video.shape == (3, 40, 64, 64, 3) and video.dtype == np.uint8
+    assert actions.shape == (3, 40) and actions.dtype == np.int32
+    assert set(np.unique(actions)) <= set(range(T.NUM_ACTIONS))
+    assert video.std() > 20  # textured tiles, not a flat colour
+    moving = np.mean(actions != T.STAY)
+    assert moving > 0.85  # the camera moves on most frames
+
+
+def test_trajectory_depends_only_on_seed_and_index(small):
+    video, actions = small
+    v2, a2 = T.generate_trajectories(seed=3, num=1, length=40, start=2)
+    np.testing.assert_array_equal(v2[0], video[2])
+    np.testing.assert_array_equal(a2[0], actions[2])
+    v3, _ = T.generate_trajectories(seed=4, num=1, length=40, start=2)
+    assert not np.array_equal(v3[0], video[2])
+
+
+def _without_agent(frame):
+    """The frame with the agent's tile blanked (the sprite is drawn over the tile it stands on)."""
+    out = frame.astype(np.int16).copy()
+    a0 = T.AGENT_CELL * T.CELL
+    out[a0:a0 + T.CELL, a0:a0 + T.CELL] = -1
+    return out
+
+
+def test_a_move_shifts_the_view_by_exactly_one_tile_as_the_recorded_action_says(small):
+    video, actions = small
+    c = T.CELL
+    checked = 0
+    for v, acts in zip(video, actions):
+        for f in range(len(acts) - 1):
+            a, prev, nxt = acts[f], _without_agent(v[f]), _without_agent(v[f + 1])
+            dr, dc = T.MOVES[int(a)]
+            # actions[f] is taken after frame f: frame f + 1 shows the map moved by one tile against the move.
+            # Pixel (y, x) of frame f + 1 is pixel (y + dr*c, x + dc*c) of frame f where both lie in view.
+            ys = slice(max(0, -dr * c), 64 - max(0, dr * c))
+            xs = slice(max(0, -dc * c), 64 - max(0, dc * c))
+            ys_prev = slice(ys.start + dr * c, ys.stop + dr * c)
+            xs_prev = slice(xs.start + dc * c, xs.stop + dc * c)
+            a_new, a_old = nxt[ys, xs], prev[ys_prev, xs_prev]
+            both = (a_new >= 0) & (a_old >= 0)
+            np.testing.assert_array_equal(a_new[both], a_old[both])
+            if a == T.STAY:
+                np.testing.assert_array_equal(v[f + 1], v[f])
+            else:  # the view really changed (and would not match under another move)
+                assert not np.array_equal(v[f + 1], v[f])
+            checked += 1
+    assert checked == 3 * 39
+
+
+def test_moves_shift_the_32px_tokens_grid_exactly_after_the_resize(small):
+    """Resized 64 -> 32 as the default config does, one move is a shift of exactly 4 pixels (one token)."""
+    video, actions = small
+    small32 = pipeline.resize_video(video[0], 32).astype(np.int16)
+    f = int(np.argmax(actions[0] == T.EAST))
+    assert actions[0, f] == T.EAST
+    # moving east: the view's content moves one tile to the left
+    np.testing.assert_array_equal(small32[f + 1, :12, :28], small32[f, :12, 4:])
+
+
+def test_agent_never_stands_on_blocked_tiles():
+    rng = np.random.default_rng([5, 0])
+    kind, _, _ = T.make_map(rng)
+    positions, headings, actions = T.simulate_agent(kind, rng, 200)
+    assert np.all(np.isin(kind[positions[:, 0], positions[:, 1]], T.WALKABLE))
+    steps = (positions[1:] - positions[:-1] + 1) % T.MAP - 1  # on the torus
+    expected = np.array([T.MOVES[int(a)] for a in actions[:-1]])
+    np.testing.assert_array_equal(steps, expected)
+    moved = actions[:-1] != T.STAY
+    np.testing.assert_array_equal(headings[1:][moved], actions[:-1][moved])
+
+
+def _tree(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_write_split_is_byte_identical_and_readable_by_the_dmlab_reader(tmp_path):
+    T.write_split(tmp_path / "a", "train", num=3, frames=40, seed=0, shard_size=2)
+    T.main(["--out", str(tmp_path / "b"), "--num", "3", "--frames", "40", "--seed", "0", "--shard-size", "2"])
+    a, b = _tree(tmp_path / "a"), _tree(tmp_path / "b")
+    assert sorted(a) == ["train/0000/0000.npz", "train/0000/0001.npz", "train/0001/0000.npz",
+                         "train/topdown.json"]
+    assert a == b
+    split = dmlab.DmlabSplit(tmp_path / "a", "train", min_length=40, image_size=64)
+    ex = split[2]
+    ref_v, ref_a = T.generate_trajectories(0, 1, 40, start=2)
+    np.testing.assert_array_equal(ex["video"], ref_v[0])
+    np.testing.assert_array_equal(ex["actions"], ref_a[0])
+
+
+def test_procedural_data_for_the_topdown_config(tmp_path):
+    from configs import topdown as cfg_mod
+
+    cfg = cfg_mod.get_config("smoke")
+    out = pipeline.ensure_procedural_data(cfg.data, tmp_path)
+    assert out["train"]["count"] == cfg.data.topdown.num_train
+    assert out[cfg.data.eval_split]["count"] == cfg.data.topdown.num_test
+    assert (tmp_path / "data" / "raw" / "train" / "topdown.json").is_file()
