@@ -48,6 +48,7 @@ def get_base():
     c.tokenizer = t = ml_collections.ConfigDict()
     t.ch = 64  # base channels of the encoder/decoder
     t.ch_mult = (1, 2, 2)  # channel multiplier per resolution level (len - 1 downsamplings)
+    t.encoder = "conv"  # conv (LDM/taming) | patch: each token from its own patch only (tokenizer/patch_encoder.py)
     t.num_res_blocks = 1  # residual blocks per level
     t.attn_resolutions = ()  # level sizes (pixels, counted down from tokenizer.resolution) with self-attention
     t.resolution = config_dict.placeholder(int)  # layout size: sets the attention levels, not the input (None: no attn)

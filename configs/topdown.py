@@ -34,6 +34,7 @@ def get_config(arg=None):
     c.data.topdown.length = 160  # frames per trajectory: the longest horizon (10 x 16)
 
     c.tokenizer.ch = 32  # base channels of the small VQ model
+    c.tokenizer.encoder = "patch"  # a token is a function of its own 4x4 patch (one tile): moves are token shifts
     c.tokenizer.ch_mult = (1, 2, 2)  # two downsamplings: 32x32 -> 8x8 tokens (stride 4 = one tile)
     c.tokenizer.num_res_blocks = 1  # residual blocks per level
     c.tokenizer.z_channels = 32  # bottleneck channels

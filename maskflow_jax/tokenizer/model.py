@@ -16,7 +16,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from maskflow_jax.tokenizer.patch_encoder import PatchEncoder
 from maskflow_jax.tokenizer.quantizer import VectorQuantizer
+
+ENCODERS = ("conv", "patch")  # config.tokenizer.encoder: LDM/taming convolutional | strictly local per patch
 
 
 def norm(name):
@@ -158,10 +161,14 @@ class VQModel(nn.Module):
     resolution: Optional[int]
     beta: float = 0.25
     l2_normalize: bool = False
+    encoder_kind: str = "conv"
 
     def setup(self):
-        self.encoder = Encoder(self.ch, self.ch_mult, self.num_res_blocks, self.attn_resolutions, self.z_channels,
-                               self.resolution)
+        if self.encoder_kind == "patch":  # tokens that depend on their own patch only (patch_encoder.py)
+            self.encoder = PatchEncoder(self.ch, self.ch_mult, self.num_res_blocks, self.z_channels)
+        else:
+            self.encoder = Encoder(self.ch, self.ch_mult, self.num_res_blocks, self.attn_resolutions, self.z_channels,
+                                   self.resolution)
         self.quant_conv = nn.Conv(self.embed_dim, (1, 1))
         self.quantize = VectorQuantizer(self.n_embed, self.embed_dim, beta=self.beta, l2_normalize=self.l2_normalize)
         self.post_quant_conv = nn.Conv(self.z_channels, (1, 1))
@@ -198,6 +205,8 @@ def check_tokenizer_config(tok_cfg):
     """Raises ValueError (naming the config.tokenizer field) when the config gives no valid VQModel."""
     if len(tok_cfg.ch_mult) < 1:
         raise ValueError("config.tokenizer.ch_mult must have at least one level")
+    if tok_cfg.get("encoder", "conv") not in ENCODERS:
+        raise ValueError(f"config.tokenizer.encoder={tok_cfg.get('encoder')!r}: expected one of {ENCODERS}")
     for c in (tok_cfg.ch * m for m in tok_cfg.ch_mult):
         if c % 32:
             raise ValueError(f"config.tokenizer.ch x ch_mult gives {c} channels, not divisible by the 32 GroupNorm "
@@ -223,4 +232,5 @@ def make_vq_model(tok_cfg):
     return VQModel(ch=tok_cfg.ch, ch_mult=tuple(tok_cfg.ch_mult), num_res_blocks=tok_cfg.num_res_blocks,
                    attn_resolutions=tuple(tok_cfg.attn_resolutions), z_channels=tok_cfg.z_channels,
                    embed_dim=tok_cfg.embed_dim, n_embed=tok_cfg.n_embed, resolution=tok_cfg.get("resolution"),
-                   beta=tok_cfg.beta, l2_normalize=bool(tok_cfg.l2_normalize))
+                   beta=tok_cfg.beta, l2_normalize=bool(tok_cfg.l2_normalize),
+                   encoder_kind=tok_cfg.get("encoder", "conv"))
