@@ -154,6 +154,8 @@ class UntrainedRun(Run):
     head is zero-initialised, so the logits are 0 whatever the input (tests/test_rollout.py
     checks this and that the generated tokens are identical), at no network cost. The zero is a
     runtime argument, not a constant, for the XLA:CPU folding reason of `rollout.make_chunk_fn`.
+    With `model.head_init_std > 0` the initialised network's logits are small random values rather than
+    0; the baseline stays the uniform one (the release's zero-head initialisation).
     """
 
     def apply_fn(self) -> Callable:

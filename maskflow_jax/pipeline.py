@@ -73,7 +73,8 @@ def evaluate_horizons(cfg, workdir):
         features[(resample.REFERENCE, length)] = reference.features
         features.update({(name, length): fake.features for name, (fake, _) in candidates.items()})
         for name, (fake, dyn) in candidates.items():
-            res = protocols.make_record("maze", reference, fake, use_ema=cfg.eval.use_ema)
+            res = protocols.make_record("maze", reference, fake, use_ema=cfg.eval.use_ema,
+                                        decode_uint8=run.tokenizer.decode_uint8)
             rows.append({"horizon": length, "method": name, "fvd": res["fvd"], "kvd": res["kvd"], **dyn,
                          "num_videos": res["num_fake"],
                          "nfe": _prefix_nfe(cfg, longest, length, info) if name == "MaskFlow" else None,
