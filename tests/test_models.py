@@ -192,3 +192,46 @@ def test_head_init_std_gives_a_random_head_and_body_gradients_at_step_0():
 
 def optax_norm(tree):
     return jnp.sqrt(sum(jnp.sum(x ** 2) for x in jax.tree.leaves(tree)))
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_backward_workarounds_keep_logits_and_gradients(monkeypatch, batch):
+    """layers.fusion_barrier / bcast_mul (XLA:CPU backward-pass workarounds, docs/performance.md)
+    compute the plain model: logits and masked-CE gradients equal identity / x * s to 1e-5."""
+    from maskflow_jax.flow import losses
+
+    model = _model()
+    tokens, t = _inputs()
+    tokens, t = tokens[:batch], t[:batch]
+    params = _perturbed_params(model, tokens, t, scale=0.2)
+    mask = jax.random.bernoulli(jax.random.key(5), 0.5, tokens.shape)
+    weights = jnp.linspace(0.5, 2.0, batch * F).reshape(batch, F)
+
+    def loss(p):
+        logits = model.apply({"params": p}, tokens, t)
+        return losses.masked_cross_entropy(logits, tokens, mask, weights)[0], logits
+
+    run = jax.jit(jax.value_and_grad(loss, has_aux=True))
+    (_, logits), grads = run(params)
+    monkeypatch.setattr(layers, "fusion_barrier", lambda x: x)
+    monkeypatch.setattr(layers, "bcast_mul", lambda x, s: x * s)
+    (_, ref_logits), ref_grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+    assert float(jnp.max(jnp.abs(ref_logits))) > 0.1  # a non-trivial model
+    np.testing.assert_allclose(logits, ref_logits, atol=1e-5, rtol=1e-5)
+    for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
+        np.testing.assert_allclose(g, r, atol=1e-5, rtol=1e-5)
+    assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(ref_grads)) > 1e-3
+
+
+def test_bcast_mul_gradient_sums_over_broadcast_axes():
+    x = jax.random.normal(jax.random.key(0), (2, 3, 5, 4))
+    for shape in [(2, 3, 1, 4), (2, 1, 5, 4), (1, 1, 1, 4), (2, 3, 5, 4)]:
+        s = jax.random.normal(jax.random.key(1), shape)
+        got = jax.grad(lambda x, s: jnp.sum(jnp.sin(layers.bcast_mul(x, s))), argnums=(0, 1))(x, s)
+        ref = jax.grad(lambda x, s: jnp.sum(jnp.sin(x * s)), argnums=(0, 1))(x, s)
+        for a, b in zip(got, ref):
+            assert a.shape == b.shape
+            np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+    s = jax.random.normal(jax.random.key(2), (4,))  # lower rank: broadcast by rank
+    np.testing.assert_allclose(jax.grad(lambda s: jnp.sum(jnp.sin(layers.bcast_mul(x, s))))(s),
+                               jax.grad(lambda s: jnp.sum(jnp.sin(x * s)))(s), atol=1e-5, rtol=1e-5)
