@@ -43,6 +43,7 @@ def get_base():
     d.topdown.num_test = 32  # trajectories in the test split
     d.topdown.length = 64  # frames per trajectory
     d.topdown.seed = 0  # generator seed (test split uses seed + 1)
+    d.topdown.moves = "walk"  # walk: 4 directions around obstacles | scroll: the camera flies east / west
 
     # --- tokenizer ------------------------------------------------------------------------------
     c.tokenizer = t = ml_collections.ConfigDict()

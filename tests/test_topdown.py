@@ -112,3 +112,21 @@ def test_procedural_data_for_the_topdown_config(tmp_path):
     assert out["train"]["count"] == cfg.data.topdown.num_train
     assert out[cfg.data.eval_split]["count"] == cfg.data.topdown.num_test
     assert (tmp_path / "data" / "raw" / "train" / "topdown.json").is_file()
+
+
+def test_scroll_moves_fly_east_or_west_and_are_recorded_in_the_marker(tmp_path):
+    video, actions = T.generate_trajectories(seed=1, num=2, length=60, moves="scroll")
+    assert set(np.unique(actions)) <= {T.WEST, T.EAST, T.STAY}
+    assert np.mean(actions != T.STAY) > 0.85
+    for v, acts in zip(video, actions):  # a horizontal move: one tile column in, rows unchanged in place
+        for f in range(59):
+            dc = T.MOVES[int(acts[f])][1] * T.CELL
+            if dc:
+                a_new, a_old = _without_agent(v[f + 1])[:, max(0, -dc):64 - max(0, dc)], \
+                    _without_agent(v[f])[:, max(0, dc):64 - max(0, -dc)]
+                both = (a_new >= 0) & (a_old >= 0)
+                np.testing.assert_array_equal(a_new[both], a_old[both])
+    T.main(["--out", str(tmp_path), "--num", "1", "--frames", "8", "--moves", "scroll"])
+    assert '"moves": "scroll"' in (tmp_path / "train" / "topdown.json").read_text()
+    with pytest.raises(ValueError, match="config.data.topdown.moves"):
+        T.generate_trajectories(seed=1, num=1, length=4, moves="fly")

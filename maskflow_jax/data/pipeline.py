@@ -283,7 +283,8 @@ def ensure_procedural_data(data_cfg, workdir):
     m = data_cfg[data_cfg.name]
     for split, num, seed in ((data_cfg.train_split, m.num_train, m.seed),
                              (data_cfg.eval_split, m.num_test, m.seed + 1)):
-        want = procedural.marker_contents(world, num, m.length, seed, shard_size=100)
+        options = procedural.world_options(world, m)
+        want = procedural.marker_contents(world, num, m.length, seed, shard_size=100, **options)
         marker, folder = procedural.split_marker(raw, split, world), raw / split
         done = functools.partial(_marker_matches, marker, want)
         if done():
@@ -293,7 +294,7 @@ def ensure_procedural_data(data_cfg, workdir):
                                   f"{marker.name}); delete it or set config.data.root elsewhere")
         tmp = raw / (split + _tag())  # generate aside, then rename: readers never see half a split
         logging.info("generating %d %s trajectories of %d frames into %s", num, world.NAME, m.length, folder)
-        procedural.write_split(world, tmp, split, num, m.length, seed, shard_size=100)
+        procedural.write_split(world, tmp, split, num, m.length, seed, shard_size=100, **options)
         if not done():  # another host may have finished first (shared filesystem)
             if folder.exists():
                 shutil.rmtree(folder)  # ours, generated with other parameters

@@ -38,16 +38,21 @@ def split_marker(out_dir, split, world):
     return Path(out_dir) / split / f"{world.NAME}.json"
 
 
-def marker_contents(world, num, frames, seed, shard_size):
+def marker_contents(world, num, frames, seed, shard_size, **options):
     """The parameters recorded in a split's marker (compared to decide whether to regenerate)."""
-    return dict(num=num, frames=frames, seed=seed, shard_size=shard_size, version=world.FORMAT_VERSION)
+    return dict(num=num, frames=frames, seed=seed, shard_size=shard_size, version=world.FORMAT_VERSION, **options)
 
 
-def write_split(world, out_dir, split, num, frames, seed, shard_size=100):
+def world_options(world, world_cfg):
+    """The generator options of `world` (its OPTIONS, e.g. topdown's moves) from config.data.<world>."""
+    return {k: world_cfg[k] for k in getattr(world, "OPTIONS", ())}
+
+
+def write_split(world, out_dir, split, num, frames, seed, shard_size=100, **options):
     """Writes `num` trajectories of `frames` frames of `world` to `out_dir/<split>/<shard>/<j>.npz`.
 
-    Trajectory i goes to shard i // shard_size as file i % shard_size. The marker (`split_marker`)
-    is written last. Returns the list of written paths.
+    Trajectory i goes to shard i // shard_size as file i % shard_size; `options` go to the world's
+    generate_trajectories. The marker (`split_marker`) is written last. Returns the list of written paths.
     """
     if num < 1 or frames < 1 or shard_size < 1:
         raise ValueError(f"{world.NAME}.write_split: need num, frames, shard_size >= 1; got {num}, {frames}, "
@@ -56,7 +61,7 @@ def write_split(world, out_dir, split, num, frames, seed, shard_size=100):
     paths = []
     for lo in range(0, num, shard_size):
         count = min(shard_size, num - lo)
-        video, actions = world.generate_trajectories(seed, count, frames, start=lo)
+        video, actions = world.generate_trajectories(seed, count, frames, start=lo, **options)
         shard_dir = root / f"{lo // shard_size:04d}"
         shard_dir.mkdir(parents=True, exist_ok=True)
         for j in range(count):
@@ -65,7 +70,7 @@ def write_split(world, out_dir, split, num, frames, seed, shard_size=100):
             paths.append(path)
     marker = split_marker(out_dir, split, world)
     tmp = marker.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(marker_contents(world, num, frames, seed, shard_size), sort_keys=True))
+    tmp.write_text(json.dumps(marker_contents(world, num, frames, seed, shard_size, **options), sort_keys=True))
     os.replace(tmp, marker)
     return paths
 
@@ -78,8 +83,9 @@ def save_strip(path, videos, every=4, count=12):
     Image.fromarray(np.concatenate(rows, axis=0)).save(path)
 
 
-def main(world, argv=None, description=None):
-    """`python -m maskflow_jax.data.<world> --out DIR --split S --num N --frames T --seed S`."""
+def main(world, argv=None, description=None, options=None):
+    """`python -m maskflow_jax.data.<world> --out DIR --split S --num N --frames T --seed S [--<option> V]`;
+    options: {name: (default, choices)} of the world's generator options."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--out", required=True, help="output root; files go to OUT/<split>/...")
     parser.add_argument("--split", default="train", help="split folder name (train, test, ...)")
@@ -88,8 +94,11 @@ def main(world, argv=None, description=None):
     parser.add_argument("--seed", type=int, default=0, help="generator seed")
     parser.add_argument("--shard-size", type=int, default=100, help="trajectories per shard folder")
     parser.add_argument("--strip", default=None, help="also save a PNG strip of (up to) 3 trajectories")
+    for name, (default, choices) in (options or {}).items():
+        parser.add_argument(f"--{name}", default=default, choices=choices, help=f"generator option (default {default})")
     args = parser.parse_args(argv)
-    paths = write_split(world, args.out, args.split, args.num, args.frames, args.seed, args.shard_size)
+    chosen = {name: getattr(args, name) for name in (options or {})}
+    paths = write_split(world, args.out, args.split, args.num, args.frames, args.seed, args.shard_size, **chosen)
     if args.strip:
         save_strip(args.strip, [dict(np.load(p, allow_pickle=False))["video"] for p in paths[:3]])
     print(f"wrote {len(paths)} trajectories of {args.frames} frames to {Path(args.out) / args.split}")
