@@ -92,7 +92,7 @@ def set_smoke(c):
     c.data.frames, c.data.batch_size = 8, 8
     c.data.topdown.num_train, c.data.topdown.num_test, c.data.topdown.length = 8, 4, 34
     t = c.tokenizer
-    t.ch, t.z_channels, t.embed_dim, t.n_embed = 16, 8, 8, 64
+    t.ch, t.z_channels, t.embed_dim, t.n_embed = 32, 8, 8, 64
     t.train.steps, t.train.batch_size, t.train.log_every, t.train.image_every, t.train.ckpt_every = 30, 8, 10, 30, 30
     c.model.hidden, c.model.depth, c.model.heads = 64, 2, 2
     c.train.steps, c.train.log_every, c.train.ckpt_every, c.train.warmup_steps = 30, 10, 15, 0

@@ -16,6 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_dataset_configs_validate(module):
     cfg = module.get_config()
     validate(cfg, num_devices=4)
+    if module in (maze, topdown):  # and the toy-size variant the tests and newcomers run
+        validate(module.get_config("smoke"), num_devices=4)
 
 
 def test_paper_settings():

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from maskflow_jax.data import dmlab, maze
+from maskflow_jax.data import maze
 
 
 @pytest.fixture(scope="module")
@@ -19,37 +19,6 @@ def test_schema_and_content(small):
     assert set(np.unique(actions)) <= {maze.LEFT, maze.RIGHT, maze.FORWARD}
     assert video.std() > 20  # textured, not a flat colour
     assert np.mean(np.abs(np.diff(video.astype(np.int16), axis=1))) > 2  # the camera moves
-
-
-def test_trajectory_depends_only_on_seed_and_index(small):
-    video, actions = small
-    v2, a2 = maze.generate_trajectories(seed=3, num=1, length=12, start=2)
-    np.testing.assert_array_equal(v2[0], video[2])
-    np.testing.assert_array_equal(a2[0], actions[2])
-    v3, _ = maze.generate_trajectories(seed=4, num=1, length=12, start=2)
-    assert not np.array_equal(v3[0], video[2])
-
-
-def _tree(root):
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def test_write_split_is_byte_identical_and_readable(tmp_path):
-    maze.write_split(tmp_path / "a", "train", num=3, frames=64, seed=0, shard_size=2)
-    maze.main(["--out", str(tmp_path / "b"), "--num", "3", "--frames", "64", "--seed", "0",
-               "--shard-size", "2"])
-    a, b = _tree(tmp_path / "a"), _tree(tmp_path / "b")
-    assert sorted(a) == ["train/0000/0000.npz", "train/0000/0001.npz", "train/0001/0000.npz",
-                         "train/maze.json"]
-    assert a == b  # same names, same bytes (fixed zip timestamps)
-    split = dmlab.DmlabSplit(tmp_path / "a", "train", min_length=64, image_size=64)
-    ex = split[2]
-    assert ex["video"].shape == (64, 64, 64, 3) and ex["video"].dtype == np.uint8
-    assert ex["actions"].shape == (64,) and ex["actions"].dtype == np.int32
-    ref, _ = maze.generate_trajectories(0, 1, 64, start=2)  # shard 1, file 0 = trajectory 2
-    np.testing.assert_array_equal(ex["video"], ref[0])
-    with np.load(tmp_path / "a" / "train" / "0000" / "0000.npz", allow_pickle=False) as z:
-        assert sorted(z.files) == ["actions", "video"]
 
 
 def test_agent_actions_explain_the_poses():

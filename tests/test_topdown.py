@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from maskflow_jax.data import dmlab, pipeline, topdown
+from maskflow_jax.data import pipeline, topdown
 
 T = topdown
 
@@ -20,15 +20,6 @@ def test_schema_and_content(small):
     assert video.std() > 20  # textured tiles, not a flat colour
     moving = np.mean(actions != T.STAY)
     assert moving > 0.85  # the camera moves on most frames
-
-
-def test_trajectory_depends_only_on_seed_and_index(small):
-    video, actions = small
-    v2, a2 = T.generate_trajectories(seed=3, num=1, length=40, start=2)
-    np.testing.assert_array_equal(v2[0], video[2])
-    np.testing.assert_array_equal(a2[0], actions[2])
-    v3, _ = T.generate_trajectories(seed=4, num=1, length=40, start=2)
-    assert not np.array_equal(v3[0], video[2])
 
 
 def _without_agent(frame):
@@ -84,24 +75,6 @@ def test_agent_never_stands_on_blocked_tiles():
     np.testing.assert_array_equal(steps, expected)
     moved = actions[:-1] != T.STAY
     np.testing.assert_array_equal(headings[1:][moved], actions[:-1][moved])
-
-
-def _tree(root):
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def test_write_split_is_byte_identical_and_readable_by_the_dmlab_reader(tmp_path):
-    T.write_split(tmp_path / "a", "train", num=3, frames=40, seed=0, shard_size=2)
-    T.main(["--out", str(tmp_path / "b"), "--num", "3", "--frames", "40", "--seed", "0", "--shard-size", "2"])
-    a, b = _tree(tmp_path / "a"), _tree(tmp_path / "b")
-    assert sorted(a) == ["train/0000/0000.npz", "train/0000/0001.npz", "train/0001/0000.npz",
-                         "train/topdown.json"]
-    assert a == b
-    split = dmlab.DmlabSplit(tmp_path / "a", "train", min_length=40, image_size=64)
-    ex = split[2]
-    ref_v, ref_a = T.generate_trajectories(0, 1, 40, start=2)
-    np.testing.assert_array_equal(ex["video"], ref_v[0])
-    np.testing.assert_array_equal(ex["actions"], ref_a[0])
 
 
 def test_procedural_data_for_the_topdown_config(tmp_path):
