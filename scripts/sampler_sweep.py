@@ -23,7 +23,6 @@ import jax
 import ml_collections
 import numpy as np
 
-from configs import base
 from maskflow_jax import evaluate, inference
 from maskflow_jax.eval import i3d, metrics, protocols
 
@@ -33,7 +32,10 @@ WINDOW = 16
 def apply_setting(cfg, setting):
     """A copy of cfg with `setting` ("key=value,...") applied to cfg.sampling (values parsed as the field's type)."""
     out = ml_collections.ConfigDict(cfg.to_dict())
-    for key, value in base.parse_variant(setting).items():
+    for part in filter(None, (x.strip() for x in setting.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError(f"--setting {setting!r}: expected key=value pairs separated by commas")
         if key not in out.sampling:
             raise ValueError(f"--setting {setting!r}: config.sampling has no field {key!r}")
         kind = type(out.sampling[key])
