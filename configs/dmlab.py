@@ -7,9 +7,9 @@ The paper tokenizes every 64x64 frame upsampled to 256x256 with the LDM vq-f8 to
 codes, 32x32 tokens per frame; convert it with `python -m maskflow_jax.tokenizer.convert_ldm`).
 `--config.data.resize_to=64` feeds the native frames to the same weights instead (8x8 tokens; not
 the paper's setting, see docs/vqf8.md). Decoded frames use the release's truncating uint8 cast.
-Training follows SPEC §8: global batch 12, AdamW 1e-4, grad clip 2.0, EMA 0.9999, 400k steps,
+Training follows docs/method.md §9: global batch 12, AdamW 1e-4, grad clip 2.0, EMA 0.9999, 400k steps,
 masked CE with fused clipped-SNR weights. Generation: frame-by-frame autoregression (m 35, s 1)
-to 360 frames (10x). Paper figure: FVD 53.17 at 1x (20 NFE, chunk-wise), SPEC §10.2.
+to 360 frames (10x). Paper figure: FVD 53.17 at 1x (20 NFE, chunk-wise).
 
 Variants: `:size=XL`, `:preset=chunk`, `:sampler=fm`, `:runlocal` (see configs/base.py).
 """

@@ -3,9 +3,9 @@
     python -m maskflow_jax.main --config=configs/ffs.py --workdir=runs/ffs \
         --config.data.root=/data/ffs/train --config.tokenizer.init_from=/ckpt/vq-f8-converted
 
-Tokenizer: LDM vq-f8 (32x32 tokens per frame, 16384 codes). Training per SPEC §8 (global batch 8,
+Tokenizer: LDM vq-f8 (32x32 tokens per frame, 16384 codes). Training per docs/method.md §9 (global batch 8,
 AdamW 1e-4, 400k steps). Generation: chunk-wise (T_w 16, m 2, s 14, 20 MGM steps per chunk) to
-160 frames; paper figure FVD 59.93 / 108.74 / 214.39 at 2x / 5x / 10x (SPEC §10.2).
+160 frames; paper figure FVD 59.93 / 108.74 / 214.39 at 2x / 5x / 10x (reported by the paper).
 
 `data.root` is a folder (or .zip) of videos (.avi/.mp4/.mkv/.webm) or frame folders, with train/
 and test/ subfolders or without (then train and eval read the same clips, as FFS has only the 704

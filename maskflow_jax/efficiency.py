@@ -1,4 +1,4 @@
-"""`--mode=efficiency`: the paper's sampling-efficiency analysis on a finished run (SPEC §6, §10.2).
+"""`--mode=efficiency`: the paper's sampling-efficiency analysis on a finished run (docs/method.md §6, §7).
 
 Run it after the pipeline: `python -m maskflow_jax.main --config=configs/maze.py --workdir=runs/maze
 --mode=efficiency`. It loads the run (EMA weights by default), takes the first
@@ -10,8 +10,8 @@ Run it after the pipeline: `python -m maskflow_jax.main --config=configs/maze.py
    `eval.efficiency.mgm_steps` and the FM sampler at every S in `eval.efficiency.fm_steps`.
    NFE = network evaluations per video, summed over its chunks, as the rollout reports them.
 2. Full-sequence vs autoregressive generation at `eval.efficiency.lengths` x T_w frames, with the
-   run's sampler and steps. The two modes are the paper's (SPEC §6.5 "settings that reproduce the
-   paper's NFE counts", §10.2, and the `chunk` / `ar` presets of configs/base.py):
+   run's sampler and steps. The two modes are the paper's (docs/method.md §7 "settings that reproduce the
+   paper's NFE counts", and the `chunk` / `ar` presets of configs/base.py):
    * "full sequence": m = 2, s = T_w - m. Every chunk generates a whole training window of new
      frames at once (all of its masked frames are unmasked together), and the last 2 frames become
      the next window's context: the paper's 60 / 120 / 240 NFE at 2x / 5x / 10x on FFS.
@@ -19,7 +19,7 @@ Run it after the pipeline: `python -m maskflow_jax.main --config=configs/maze.py
      frames before it: 340 / 1300 / 2900 NFE on FFS.
    Beyond the training window, "full sequence" does NOT mean one window of the whole length: the
    denoiser was trained on T_w-frame windows only (its temporal attention and positional embedding
-   never saw longer ones), and neither the release nor SPEC §12 generates longer windows; so a long
+   never saw longer ones), and neither the release nor docs/method.md §12 generates longer windows; so a long
    full-sequence video is made of full windows chained chunk-wise.
 
 FVD (maze protocol, I3D): the last 16 frames of every generated video against the same 16 frames of

@@ -11,7 +11,7 @@ compared with the real frames of the same span when the held-out videos are at l
 long ("same"), otherwise with the real frames [m, m + F) ("first"; recorded in the JSON).
 Every FVD comes with the KVD of the same sets (unbiased at any number of videos; eval/fvd.py).
 Whole-clip FVD: the protocol's frames (e.g. the first 16 of maskflow/styleganv/maze, all 300 of
-teco); for `maskflow` the reference is the tokenizer's reconstruction of the real clips (SPEC §12).
+teco); for `maskflow` the reference is the tokenizer's reconstruction of the real clips (docs/method.md §12).
 PSNR / SSIM: generated vs real frames per window; meaningful when generation follows the real
 trajectory (TECO's action-conditioned setting), otherwise a measure of divergence from it.
 Motion / contrast (eval/metrics.py) of the generated and the real frames per window: how much the

@@ -1,4 +1,4 @@
-"""Square face crops from FaceForensics v1 for the FFS loader (one-off preprocessing, DATA.md).
+"""Square face crops from FaceForensics v1 for the FFS loader (one-off preprocessing, docs/data.md).
 
     python scripts/preprocess_ffs.py --src /data/FaceForensics_compressed --out /data/ffs \
         [--splits train] [--size 256] [--stable] [--margin 1.0] [--workers 2]

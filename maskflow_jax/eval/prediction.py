@@ -23,7 +23,7 @@ TIME_INPUTS = ("clean", "unmasked_fraction")  # the sampler's conventions (confi
 
 
 def _frame_times(time_input, visible, b):
-    """t (B, F): "clean" t = 1 everywhere (the MGM sampler's default, SPEC §11.4); "unmasked_fraction"
+    """t (B, F): "clean" t = 1 everywhere (the MGM sampler's default, docs/method.md §11); "unmasked_fraction"
     (alias "masked") t = 1 on visible frames and 0 on fully masked ones (kappa^-1 of the unmasked share,
     as the first step of a sampler with that time input sees them)."""
     if time_input not in TIME_INPUTS + ("masked",):

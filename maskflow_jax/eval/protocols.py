@@ -1,4 +1,4 @@
-"""Named FVD protocols (SPEC §9, §12) and result records that say exactly what was measured.
+"""Named FVD protocols (docs/method.md §10, §12) and result records that say exactly what was measured.
 
 maskflow:  the paper's evaluation without its lossy mp4 round trip: the reference set is VQ
            reconstructions (encode -> decode, a `reference_fn`) of training clips, one per video;

@@ -1,1 +1,1 @@
-"""Discrete flow matching with frame-level masking: kappa schedules, corruption, losses (SPEC §3)."""
+"""Discrete flow matching with frame-level masking: kappa schedules, corruption, losses (docs/method.md §2)."""

@@ -1,4 +1,4 @@
-"""Frame-level corruption (SPEC §3.2, §3.4): per-frame times and a per-token Bernoulli mask.
+"""Frame-level corruption (docs/method.md §3): per-frame times and a per-token Bernoulli mask.
 
 Each frame f of clip b has its own t_{b,f}; every token of that frame is replaced by MASK with
 probability 1 - kappa(t_{b,f}). This is the release's dense V-way mixture drawn in closed form

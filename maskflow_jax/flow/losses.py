@@ -1,4 +1,4 @@
-"""MaskFlow loss (SPEC §3.6): masked cross-entropy with per-frame fused clipped-SNR weights."""
+"""MaskFlow loss (docs/method.md §4): masked cross-entropy with per-frame fused clipped-SNR weights."""
 import jax
 import jax.numpy as jnp
 
@@ -6,7 +6,7 @@ from maskflow_jax.flow.schedules import kappa as kappa_fn
 
 
 def frame_weights(t, kappa="sigmoid", snr_clip=6.0, decay=0.8, fused=True):
-    """Per-frame loss weights w (B, F) from times t (B, F), SPEC §3.6.
+    """Per-frame loss weights w (B, F) from times t (B, F), docs/method.md §4.
 
     snr_f = kappa_f^2 / (1 - kappa_f)^2, n_f = min(snr_f, C) / C. Unfused: w_f = min(snr_f, C).
     Fused (Diffusion-Forcing style): c_0 = n_0, c_f = d c_{f-1} + (1 - d) n_f; c'_f = c_{f-1}
@@ -33,7 +33,7 @@ def frame_weights(t, kappa="sigmoid", snr_clip=6.0, decay=0.8, fused=True):
 
 
 def masked_cross_entropy(logits, targets, mask, weights, mask_ce=True):
-    """Weighted CE over all V classes (fp32), SPEC §3.6 steps 3-5.
+    """Weighted CE over all V classes (fp32), docs/method.md §4 steps 3-5.
 
     logits (B, F, H, W, V); targets (B, F, H, W) int; mask (B, F, H, W) bool (True = was MASK);
     weights (B, F). With mask_ce: sum over masked positions / (global masked count + 1e-6);

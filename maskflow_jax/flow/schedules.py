@@ -1,4 +1,4 @@
-"""kappa(t): the probability that a token is unmasked at time t (t = 0 all MASK, t = 1 clean), SPEC §3.3.
+"""kappa(t): the probability that a token is unmasked at time t (t = 0 all MASK, t = 1 clean), docs/method.md §2.
 
 Pure jnp functions; t may have any shape. The sigmoid schedule is clamped to [1e-5, 1] (its
 derivative is not clamped), as in the release.

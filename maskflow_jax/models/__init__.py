@@ -1,1 +1,1 @@
-"""The discrete spatio-temporal Latte denoiser (SPEC §4)."""
+"""The discrete spatio-temporal Latte denoiser (docs/method.md §5)."""

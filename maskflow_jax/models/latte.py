@@ -1,4 +1,4 @@
-"""The discrete Latte denoiser (SPEC §4): token ids (B, F, H, W) and per-frame times t (B, F) ->
+"""The discrete Latte denoiser (docs/method.md §5): token ids (B, F, H, W) and per-frame times t (B, F) ->
 clean-token logits (B, F, H, W, V).
 
 Layout differs from the release only in being channels-last: the release returns (B, V, F, H, W).
@@ -18,7 +18,7 @@ import numpy as np
 from maskflow_jax.models.layers import AdaLNBlock, TimestepEmbedder, layer_norm, modulate, part, sincos_1d, sincos_2d, xavier, zeros
 from maskflow_jax.parallel import axes as ax
 
-# name -> (depth in blocks, hidden D, heads); patch 2 for all (SPEC §4.3).
+# name -> (depth in blocks, hidden D, heads); patch 2 for all (docs/method.md §5.6).
 PRESETS = {
     "tiny": (4, 128, 4),
     "S": (12, 384, 6),
@@ -40,7 +40,7 @@ REMAT_POLICIES = {
 class BlockPair(nn.Module):
     """A spatial adaLN-Zero block over the N patches of each frame, then a temporal one over the F
     frames of each patch position: x (B, F, N, D) -> (B, F, N, D). `first` (scalar, 1 for the first
-    pair) gates the temporal sin-cos embedding (added once, SPEC §4.1.5). Returns (x, None) so the
+    pair) gates the temporal sin-cos embedding (added once, docs/method.md §5.3). Returns (x, None) so the
     same module serves a Python loop and `nn.scan`."""
 
     heads: int
@@ -68,7 +68,7 @@ class BlockPair(nn.Module):
 
 
 class Latte(nn.Module):
-    """Alternating spatial / temporal adaLN-Zero blocks over patch tokens (SPEC §4.1).
+    """Alternating spatial / temporal adaLN-Zero blocks over patch tokens (docs/method.md §5).
 
     Attributes: vocab_size V (codebook + MASK), hidden D, depth (blocks; depth/2 pairs), heads,
     patch p, time_cond (False zeroes t: a timestep-independent model), num_actions (> 0 adds a

@@ -1,4 +1,4 @@
-"""Building blocks of the discrete Latte denoiser (SPEC §4.1): fixed sin-cos embeddings, the
+"""Building blocks of the discrete Latte denoiser (docs/method.md §5): fixed sin-cos embeddings, the
 timestep embedder, attention through `jax.nn.dot_product_attention`, and the adaLN-Zero block.
 
 Shapes: x (..., L, D) sequences of length L (L = N patches for a spatial block, F frames for a
@@ -30,13 +30,13 @@ def sincos_1d(dim, positions):
 
 def sincos_2d(dim, grid_h, grid_w):
     """MAE 2-D sin-cos embedding (N = grid_h * grid_w row-major, dim): the first dim/2 channels
-    encode the column index, the last dim/2 the row index (SPEC §4.1.3)."""
+    encode the column index, the last dim/2 the row index (docs/method.md §5.2)."""
     rows, cols = np.meshgrid(np.arange(grid_h), np.arange(grid_w), indexing="ij")
     return np.concatenate([sincos_1d(dim // 2, cols.reshape(-1)), sincos_1d(dim // 2, rows.reshape(-1))], axis=1)
 
 
 def timestep_features(t, dim=256, max_period=10000.0):
-    """DiT sinusoid with cos first, t in [0, 1] not rescaled (SPEC §4.1.4, §11.15): (..., dim)."""
+    """DiT sinusoid with cos first, t in [0, 1] not rescaled (docs/method.md §5.2, §11): (..., dim)."""
     half = dim // 2
     freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
     args = t[..., None].astype(jnp.float32) * freqs
@@ -211,7 +211,7 @@ class Mlp(nn.Module):
 
 
 class AdaLNBlock(nn.Module):
-    """adaLN-Zero transformer block over the L axis of x (M, L, D) (SPEC §4.1.6).
+    """adaLN-Zero transformer block over the L axis of x (M, L, D) (docs/method.md §5.5).
 
     c: conditioning broadcastable to (M, L, D) after the 6D projection, e.g. (M, 1, D) for a
     spatial block (one vector per frame) or (M, L, D) for a temporal block (one per frame).

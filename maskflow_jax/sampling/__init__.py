@@ -1,1 +1,1 @@
-"""Samplers (MGM, FM), their schedules, and chunk-wise long-video rollout (SPEC §6, §12)."""
+"""Samplers (MGM, FM), their schedules, and chunk-wise long-video rollout (docs/method.md §6, §12)."""

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 def filter_logits(logits, *, temperature=1.0, top_k=0, top_p=0.0, mask_id=None):
     """logits (..., V) -> filtered logits (..., V) float32 (excluded classes at -inf).
 
-    mask_id: if given, the MASK class is excluded (it is never a valid output token, SPEC §11.8).
+    mask_id: if given, the MASK class is excluded (it is never a valid output token, docs/method.md §11).
     top_k (static int): keep the k largest. top_p: keep the smallest set whose mass reaches top_p.
     """
     logits = logits.astype(jnp.float32) / temperature

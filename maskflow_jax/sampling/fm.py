@@ -1,4 +1,4 @@
-"""FM-style sampler: Euler steps of the discrete flow with per-frame rates (SPEC §6.1, §6.2, §12).
+"""FM-style sampler: Euler steps of the discrete flow with per-frame rates (docs/method.md §6.3, §12).
 
 At a row of the scheduling matrix every frame f has a level t_f (context frames: 1). With
 t~ = clip(t, 1/S, 1 - 1/S), p1 = softmax(logits / temperature) and the rate
@@ -8,7 +8,7 @@ q = onehot(x) + h c (p1 - onehot(x)) drawn in closed form (no dense (..., V) q).
 and context frames never change.
 
 Differences from the release: the adaptive step h_f = min(1/S, (1 - kappa)/kappa') works per frame
-(broken for video in the release, SPEC §11.7); MASK is excluded from the candidates unless
+(broken for video in the release, docs/method.md §11); MASK is excluded from the candidates unless
 `allow_mask` (parity), and any token still masked after the last row is filled from p1, so the
 output never contains MASK.
 """

@@ -1,15 +1,15 @@
-"""MGM-style (MaskGIT confidence) sampler over a window of token frames (SPEC §6.3, §12).
+"""MGM-style (MaskGIT confidence) sampler over a window of token frames (docs/method.md §6.2, §12).
 
-The intended algorithm, not the release's (SPEC §11.1, §11.3): the network input is updated
+The intended algorithm, not the release's (docs/method.md §11): the network input is updated
 after every step; context and already committed tokens are frozen; a candidate is *sampled* for
 every masked position from softmax(logits / temperature) (optionally top-k / top-p filtered);
 the top-n most confident masked positions are committed, with n from the unmask schedule over
 the masked tokens of each sample, so after S steps every masked position was filled exactly
 once and S steps cost S NFE. Differences from the release, each behind a parity switch:
-  * `allow_mask=False`: MASK is never a candidate (the release may emit it, SPEC §11.8);
+  * `allow_mask=False`: MASK is never a candidate (the release may emit it, docs/method.md §11);
   * `count_context=False`: the schedule counts only masked tokens (the release counts the whole
-    window, so a 16-frame window with 2 context frames finishes in 19 steps, SPEC §11.5).
-Time input (`time_input`): "clean" feeds t = 1 to every frame as the release does (§11.4);
+    window, so a 16-frame window with 2 context frames finishes in 19 steps, docs/method.md §11).
+Time input (`time_input`): "clean" feeds t = 1 to every frame as the release does (docs/method.md §11);
 "unmasked_fraction" feeds t_f = kappa^-1(fraction of frame f already unmasked).
 Counts are per sample (the release sums remaining tokens over the batch).
 """
@@ -33,7 +33,7 @@ class MGMState:
 
 
 def guided_logits(logits_fn, rng, tokens, t, context, mask_id, weight, kappa_name="sigmoid", partial_t=0.3):
-    """Partial context guidance (SPEC §6.4): cond + w (partial - uncond), where "partial" re-masks
+    """Partial context guidance (docs/method.md §6.4): cond + w (partial - uncond), where "partial" re-masks
     each context token with probability 1 - kappa(partial_t) and "uncond" masks all of them.
     context: (B, F) bool context frames. Returns (logits, 3 network evaluations)."""
     ctx = context[:, :, None, None]

@@ -1,15 +1,15 @@
-"""Chunk-wise long-video generation (SPEC §6.5, §12) with one compiled chunk step.
+"""Chunk-wise long-video generation (docs/method.md §7, §12) with one compiled chunk step.
 
 Symbols: window T_w (the training clip length), context m, stride s, target length L. Starting
 from m context frames, every chunk fills a T_w-frame window [last m' generated frames | MASK]
 and keeps s new frames, until L frames exist. The last chunk keeps exactly the frames still
-needed (the release always keeps s, so it can overshoot L, SPEC §11.6) and uses as much past
+needed (the release always keeps s, so it can overshoot L, docs/method.md §11) and uses as much past
 context as fits (m' = min(T_w - remaining, frames so far)), as the release does.
 
 Every chunk has the same shapes (a (B, T_w) boolean marks the context frames), so the jitted
 chunk step compiles once and is reused for every chunk and every L.
 
-Presets (SPEC §12; NFE at S = 20): ffs_chunk (T_w 16, m 2, s 14): 60 / 120 / 240 NFE for
+Presets (docs/method.md §12; NFE at S = 20): ffs_chunk (T_w 16, m 2, s 14): 60 / 120 / 240 NFE for
 L = 32 / 80 / 160; ffs_ar (m 15, s 1): 340 / 1300 / 2900; dmlab_ar (T_w 36, m 35, s 1).
 """
 import dataclasses

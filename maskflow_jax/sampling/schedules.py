@@ -1,4 +1,4 @@
-"""Unmask schedules of the MGM sampler and scheduling matrices of the FM sampler (SPEC §6.2, §6.3)."""
+"""Unmask schedules of the MGM sampler and scheduling matrices of the FM sampler (docs/method.md §6.2, §6.3)."""
 import jax.numpy as jnp
 import numpy as np
 
@@ -37,7 +37,7 @@ def unmask_counts_traced(num_steps, num_tokens, mode="arccos"):
 
 
 def unmask_counts(num_steps, num_tokens, mode="arccos"):
-    """Tokens committed at each of S steps (SPEC §6.3): r = linspace(1, 0, S), v = profile(r),
+    """Tokens committed at each of S steps (docs/method.md §6.2): r = linspace(1, 0, S), v = profile(r),
     n_k = round(v_k / sum(v) * N), zeros become 1, the last step absorbs the remainder.
 
     Returns int64 numpy (S,) summing to `num_tokens`. Pinned: S = 20 over 16384 tokens starts
@@ -52,7 +52,7 @@ def unmask_counts(num_steps, num_tokens, mode="arccos"):
 
 
 def scheduling_matrix(kind, num_steps, horizon):
-    """Integer levels M[row, frame] (S = fully masked ... 0 = clean) of the FM sampler (SPEC §6.2).
+    """Integer levels M[row, frame] (S = fully masked ... 0 = clean) of the FM sampler (docs/method.md §6.3).
 
     full_sequence: M[m, f] = S - m, rows m = 0..S (every frame shares one level; S NFE).
     pyramid: M[m, f] = clip(S + f - m, 0, S - 1), rows m = 0..S+F-1 (frame f waits f rows; S+F-1 NFE).

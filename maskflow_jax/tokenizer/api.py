@@ -1,7 +1,7 @@
 """Video <-> token conversion with a VQ tokenizer: jitted, batched over frames, range-checked.
 
 Videos are uint8 (B, F, H, W, 3); tokens int32 (B, F, h, w). Pixels map to [-1, 1] as x/255*2 - 1
-(the paper's convention, SPEC §5); decoding replaces MASK ids (== n_embed) by code 0 and clamps
+(the paper's convention, docs/method.md §8); decoding replaces MASK ids (== n_embed) by code 0 and clamps
 to [-1, 1] before converting back to uint8 by one of two rules (`UINT8_RULES`, config
 `tokenizer.decode_uint8`): "round" = round((x + 1) * 127.5), "trunc" = trunc((x + 1) * 0.5 * 255)
 (the release's cast, which the paper's reference sets and samples went through; 255 only at x = 1).

@@ -1,4 +1,4 @@
-"""The LDM/taming VQGAN encoder/decoder family in Flax (NHWC), layer for layer as ../shared/VQF8.md.
+"""The LDM/taming VQGAN encoder/decoder family in Flax (NHWC), layer for layer as LDM's (docs/vqf8.md).
 
 Module names follow the PyTorch state_dict (`down_0_block_1` for `down.0.block.1`, `mid_attn_1`
 for `mid.attn_1`, ...) so `convert_ldm` maps keys mechanically. Shapes: images x (N, H, W, 3) in
@@ -23,7 +23,7 @@ ENCODERS = ("conv", "patch")  # config.tokenizer.encoder: LDM/taming convolution
 
 
 def norm(name):
-    # Two-pass variance like torch (VQF8.md §7): the fast E[x^2] - E[x]^2 form loses precision.
+    # Two-pass variance like torch (as torch computes it): the fast E[x^2] - E[x]^2 form loses precision.
     return nn.GroupNorm(num_groups=32, epsilon=1e-6, use_fast_variance=False, name=name)
 
 
@@ -145,7 +145,7 @@ class Decoder(nn.Module):
 
 
 class VQModel(nn.Module):
-    """Encoder -> quant_conv -> VectorQuantizer -> post_quant_conv -> Decoder (SPEC §5).
+    """Encoder -> quant_conv -> VectorQuantizer -> post_quant_conv -> Decoder (docs/method.md §8).
 
     resolution: the frame size the architecture is laid out for (attention placement); None only
     when attn_resolutions is empty. Inputs may have any H, W divisible by 2^(len(ch_mult) - 1).

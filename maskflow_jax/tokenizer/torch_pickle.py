@@ -1,4 +1,4 @@
-"""Reads PyTorch zip checkpoints (`torch.save` since 1.6) without torch (VQF8.md §6).
+"""Reads PyTorch zip checkpoints (`torch.save` since 1.6) without torch (docs/vqf8.md).
 
 A restricted unpickler: only `collections.OrderedDict`, torch's tensor/parameter rebuild functions
 and storage types are resolved; every other global becomes an inert placeholder, so nothing from

@@ -8,7 +8,7 @@ LR_SCHEDULES = ("constant", "cosine")
 def learning_rate_schedule(train_cfg):
     """step -> learning rate.
 
-    `lr_schedule="constant"` (SPEC §8): `lr`, reached linearly over `warmup_steps` when that is > 0,
+    `lr_schedule="constant"` (docs/method.md §9): `lr`, reached linearly over `warmup_steps` when that is > 0,
     from `lr * warmup_init` at step 0 (warmup_init 0, the default, starts from zero).
     `lr_schedule="cosine"`: the same warm-up, then lr * (1 + cos(pi * k / K)) / 2 with
     K = steps - warmup_steps, reaching 0 at the last step.
@@ -28,7 +28,7 @@ def learning_rate_schedule(train_cfg):
 
 
 def make_optimizer(train_cfg):
-    """clip_by_global_norm(grad_clip) -> AdamW(lr schedule, b1, b2, weight_decay); SPEC §8 defaults."""
+    """clip_by_global_norm(grad_clip) -> AdamW(lr schedule, b1, b2, weight_decay); docs/method.md §9 defaults."""
     return optax.chain(
         optax.clip_by_global_norm(train_cfg.grad_clip),
         optax.adamw(learning_rate_schedule(train_cfg), b1=train_cfg.b1, b2=train_cfg.b2,

@@ -1,7 +1,7 @@
 """Builds the denoiser, the sharded train state and the jitted step for a mesh.
 
 State shardings come from the abstract (boxed) state: `jax.eval_shape` -> logical partition specs
--> mesh shardings under the config's rules (JAX_NOTES §4.1). The init runs under `jax.jit` with
+-> mesh shardings under the config's rules. The init runs under `jax.jit` with
 those `out_shardings`, so parameters and optimizer state are born sharded.
 """
 import dataclasses
@@ -24,7 +24,7 @@ BATCH_AXES = ("data", "fsdp")
 
 
 def vocab(cfg):
-    """(V, mask_id): the codebook plus one MASK id, which is the last index (SPEC §2)."""
+    """(V, mask_id): the codebook plus one MASK id, which is the last index (docs/method.md §1)."""
     return cfg.tokenizer.n_embed + 1, cfg.tokenizer.n_embed
 
 

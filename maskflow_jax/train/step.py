@@ -4,7 +4,7 @@ Pure function of (state, batch); `make_train_step` closes over the model and the
 jitted by the caller with explicit shardings and state donation (see `maskflow_jax.train.setup`).
 With `train.grad_accum = k` the batch is processed as k microbatches inside the step (a
 `lax.scan`), and the result equals the full-batch step: the corruption is drawn for the whole
-batch first, and the loss is renormalised by the global masked count (SPEC §3.6 step 4).
+batch first, and the loss is renormalised by the global masked count (docs/method.md §4 step 4).
 """
 import jax
 import jax.numpy as jnp
