@@ -1,4 +1,4 @@
-"""Action conditioning (docs/method.md §12, beyond the paper): model, training, rollout windows, Run and config errors."""
+"""Action conditioning (docs/method.md §12, beyond the paper): model, training, rollout windows, Run, errors."""
 import types
 
 import jax

@@ -1,4 +1,4 @@
-"""Flow matching pieces: kappa schedules, frame-level corruption, the weighted masked loss (docs/method.md §2, §12)."""
+"""Flow matching pieces: kappa schedules, frame-level corruption, the weighted masked loss (docs/method.md §2-4)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
