@@ -1,6 +1,7 @@
 """Checks a config tree before anything expensive runs; errors name the field and the fix."""
 import math
 
+from maskflow_jax.data import topdown
 from maskflow_jax.flow import corruption
 from maskflow_jax.eval.protocols import get_protocol
 from maskflow_jax.tokenizer.api import UINT8_RULES
@@ -66,6 +67,9 @@ def validate(cfg, num_devices=None):
         _check(d.use_actions, "model.action_cond",
                "an action-conditioned model needs the clips' actions: also set config.data.use_actions=True")
         _check(m.num_actions >= 1, "model.num_actions", f"got {m.num_actions}; DMLab and the maze use 3, topdown 5")
+        codes = {"maze": 3, "topdown": topdown.NUM_ACTIONS}.get(d.name)  # the built-in worlds' action codes
+        _check(codes is None or m.num_actions >= codes, "model.num_actions",
+               f"got {m.num_actions}, but data.name={d.name!r} records {codes} action codes: set it to {codes}")
     _one_of(m.get("action_align", "after"), "model.action_align", ("after", "cause"))
     _check(m.get("head_init_std", 0.0) >= 0, "model.head_init_std", f"got {m.get('head_init_std')}; 0 (zeros) or a std")
 

@@ -60,6 +60,13 @@ def test_every_topdown_field_has_a_comment_and_paper_configs_keep_the_paper_mixt
         assert cfg.train.warmup_init == 0.0 and cfg.model.action_align == "after"
 
 
+def test_topdown_actions_need_its_five_action_codes():
+    cfg = topdown.get_config()
+    cfg.model.num_actions = 3  # the maze's count: ids 3 and 4 would be clamped silently by the embedding
+    with pytest.raises(ConfigError, match=r"config.model.num_actions.*records 5 action codes"):
+        validate(cfg, num_devices=4)
+
+
 def test_every_base_field_has_a_comment():
     source = (ROOT / "configs" / "base.py").read_text()
     body = source.split("def get_base():")[1].split("\ndef ")[0]

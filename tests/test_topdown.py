@@ -103,3 +103,24 @@ def test_scroll_moves_fly_east_or_west_and_are_recorded_in_the_marker(tmp_path):
     assert '"moves": "scroll"' in (tmp_path / "train" / "topdown.json").read_text()
     with pytest.raises(ValueError, match="config.data.topdown.moves"):
         T.generate_trajectories(seed=1, num=1, length=4, moves="fly")
+
+
+def test_shift_stats_of_exactly_shifted_tokens():
+    """scripts/token_shift_stats.py on token videos that are exact shifts: every interior token is shift-exact."""
+    import importlib.util  # noqa: PLC0415
+    import pathlib  # noqa: PLC0415
+
+    path = pathlib.Path(__file__).parents[1] / "scripts" / "token_shift_stats.py"
+    spec = importlib.util.spec_from_file_location("token_shift_stats", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rng = np.random.default_rng(0)
+    world = rng.integers(0, 50, (40, 40))
+    acts = np.array([[T.EAST, T.EAST, T.SOUTH, T.STAY, T.WEST, T.NORTH]])
+    pos, frames = np.array([10, 10]), []
+    for a in acts[0]:
+        frames.append(world[pos[0]:pos[0] + 8, pos[1]:pos[1] + 8])
+        pos = pos + T.MOVES[int(a)]
+    res = mod.shift_stats(np.stack(frames)[None], acts)
+    assert res["shift_exact_of_interior"] == 1.0 and 0.8 < res["interior_of_changed"] < 1.0
+    assert res["edge_of_changed"] > 0

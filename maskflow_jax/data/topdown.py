@@ -83,7 +83,7 @@ def _masks():
         tufts=((r % 4 == 1) & (c % 4 == 2)) | ((r % 4 == 3) & (c % 4 == 0)),
         waves_a=(r % 4 == 1) & (c < 6), waves_b=(r % 4 == 3) & (c > 1),
         flowers=((r % 3 == 1) & (c % 3 == 1)), planks=(c % 3 == 0),
-        canopy=disc <= 9.5, trunk=(r >= 6) & (c >= 3) & (c <= 4), rock=disc <= 13, stone=disc <= 5,
+        canopy=disc <= 9.5, trunk=(r >= 6) & (c >= 3) & (c <= 4), stone=disc <= 5,
         ridge=(r == 3) | (r == 4), shingles=(c % 2 == 0) & (r % 2 == 0),
         agent=(disc <= 6.5), eye_n=(r == 2) & (c >= 3) & (c <= 4), eye_s=(r == 5) & (c >= 3) & (c <= 4),
         eye_w=(c == 2) & (r >= 3) & (r <= 4), eye_e=(c == 5) & (r >= 3) & (r <= 4),
@@ -92,7 +92,7 @@ def _masks():
 
 def make_sprites():
     """Tile sprites uint8 (palettes 3, kinds NUM_KINDS, variants 3, CELL, CELL, 3) and agent sprites
-    (palettes 3, headings 4, CELL, CELL, 3) with their mask (CELL, CELL) bool."""
+    (palettes 3, headings 4, CELL, CELL, 3); an agent sprite covers its whole tile."""
     m = _masks()
     tiles = np.zeros((3, NUM_KINDS, 3, CELL, CELL, 3), np.float32)
     agents = np.zeros((3, 4, CELL, CELL, 3), np.float32)
@@ -121,7 +121,7 @@ def make_sprites():
         for h, eye in enumerate(("eye_w", "eye_e", "eye_n", "eye_s")):
             agents[p, h] = paint((40, 40, 40), (m["agent"], pal["agent"]), (m[eye], pal["agent_dot"]))
     # The agent's sprite covers its whole tile (the terrain under it does not show): 12 agent tiles in all.
-    return tiles.astype(np.uint8), agents.astype(np.uint8), np.ones((CELL, CELL), bool)
+    return tiles.astype(np.uint8), agents.astype(np.uint8)
 
 
 def _periodic_field(rng, octaves=((1, 1.0), (2, 0.6), (3, 0.35), (5, 0.2))):
@@ -176,23 +176,25 @@ def make_map(rng):
 
 def _largest_region(walkable):
     """A bool (MAP, MAP) mask of the largest 4-connected walkable region on the torus."""
-    label = -np.ones(walkable.shape, int)
-    best, best_size = None, 0
+    if not walkable.any():
+        raise ValueError("topdown map without a walkable tile")
+    seen = np.zeros(walkable.shape, bool)
+    best = []
     for start in zip(*np.nonzero(walkable)):
-        if label[start] >= 0:
+        if seen[start]:
             continue
         queue, members = deque([start]), [start]
-        label[start] = len(members)
+        seen[start] = True
         while queue:
             r, c = queue.popleft()
             for dr, dc in ((0, 1), (0, -1), (1, 0), (-1, 0)):
                 nxt = ((r + dr) % MAP, (c + dc) % MAP)
-                if walkable[nxt] and label[nxt] < 0:
-                    label[nxt] = 1
+                if walkable[nxt] and not seen[nxt]:
+                    seen[nxt] = True
                     members.append(nxt)
                     queue.append(nxt)
-        if len(members) > best_size:
-            best, best_size = members, len(members)
+        if len(members) > len(best):
+            best = members
     mask = np.zeros(walkable.shape, bool)
     mask[tuple(np.array(best).T)] = True
     return mask
@@ -228,10 +230,10 @@ def simulate_agent(kind, rng, length, moves="walk"):
     return positions, headings, actions
 
 
-def render(world_pixels, positions, headings, agents, agent_mask):
+def render(world_pixels, positions, headings, agents):
     """Frames uint8 (T, SIZE, SIZE, 3): the VIEW x VIEW tiles around each position (the agent's tile
     at view cell (AGENT_CELL, AGENT_CELL)) cut from the world's pixels (MAP*CELL, MAP*CELL, 3), with
-    the agent sprite (its heading's) drawn over its tile."""
+    the agent sprite of its heading (agents (4, CELL, CELL, 3)) drawn over its tile."""
     offsets = np.arange(SIZE)
     top = (positions[:, 0] - AGENT_CELL) * CELL
     left = (positions[:, 1] - AGENT_CELL) * CELL
@@ -239,8 +241,7 @@ def render(world_pixels, positions, headings, agents, agent_mask):
     cols = (left[:, None] + offsets[None]) % (MAP * CELL)
     frames = world_pixels[rows[:, :, None], cols[:, None, :]]  # (T, SIZE, SIZE, 3)
     a0 = AGENT_CELL * CELL
-    patch = frames[:, a0:a0 + CELL, a0:a0 + CELL]
-    frames[:, a0:a0 + CELL, a0:a0 + CELL] = np.where(agent_mask[None, :, :, None], agents[headings], patch)
+    frames[:, a0:a0 + CELL, a0:a0 + CELL] = agents[headings]
     return frames
 
 
@@ -256,15 +257,14 @@ def generate_trajectories(seed, num, length, *, start=0, moves="walk"):
     Returns video uint8 (N, T, 64, 64, 3) and actions int32 (N, T); trajectory i depends only on
     (seed, i), so generating in chunks gives the same arrays as one call.
     """
-    tiles, agents, agent_mask = make_sprites()
+    tiles, agents = make_sprites()
     video = np.empty((num, length, SIZE, SIZE, 3), np.uint8)
     actions = np.empty((num, length), np.int32)
     for n, i in enumerate(range(start, start + num)):
         rng = np.random.default_rng([seed, int(i)])
         kind, variant, palette = make_map(rng)
         positions, headings, actions[n] = simulate_agent(kind, rng, length, moves)
-        video[n] = render(world_pixels(kind, variant, palette, tiles), positions, headings, agents[palette],
-                          agent_mask)
+        video[n] = render(world_pixels(kind, variant, palette, tiles), positions, headings, agents[palette])
     return video, actions
 
 
