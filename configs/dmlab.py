@@ -30,7 +30,7 @@ def get_config(arg=None):
     c.tokenizer.decode_uint8 = "trunc"  # the release's uint8 cast: the paper's reference sets and samples used it
 
     c.model.size = "B"
-    c.model.dtype = "bfloat16"
+    c.model.dtype = "auto"  # bfloat16 on accelerators (fp32 params, Adam state and loss), float32 on CPU
     c.train.steps = 400_000
 
     c.sampling.preset = "ar"

@@ -7,6 +7,11 @@ The vocabulary of the embedding table and the output head is padded to a multipl
 looked up and padded logits are sliced off, so the function computed is unchanged.
 The temporal sin-cos embedding is computed for the F of the input (the release hard-wires F to
 the training clip length; for that F both are identical).
+
+Mixed precision (`config.model.dtype`): parameters stay float32 (`param_dtype`), matmuls and
+activations run in the compute dtype (bfloat16 on accelerators with "auto"), the residual stream
+and layer norms in float32, and the output head accumulates and returns float32 logits, so the
+log-softmax and the loss are float32 (flow/losses.py).
 """
 import dataclasses
 
@@ -15,7 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from maskflow_jax.models.layers import AdaLNBlock, TimestepEmbedder, layer_norm, modulate, part, sincos_1d, sincos_2d, xavier, zeros
+from maskflow_jax.models.layers import (AdaLNBlock, TimestepEmbedder, layer_norm, modulate, part, resolve_attention,
+                                        sincos_1d, sincos_2d, xavier, zeros)
 from maskflow_jax.parallel import axes as ax
 
 # name -> (depth in blocks, hidden D, heads); patch 2 for all (docs/method.md §5.6).
@@ -29,6 +35,18 @@ PRESETS = {
 VOCAB_PAD = 64
 ACTION_ALIGNS = ("after", "cause")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+DTYPE_CHOICES = ("auto",) + tuple(DTYPES)  # config.model.dtype
+
+
+def resolve_dtype(name, backend=None):
+    """config.model.dtype -> the compute dtype. "auto" (the DMLab and FFS configs) is bfloat16 on an
+    accelerator (the JAX default backend is not "cpu") and float32 on CPU, where bf16 matmuls are no
+    faster (XLA:CPU) and the tests run."""
+    if name == "auto":
+        return jnp.float32 if (backend or jax.default_backend()) == "cpu" else jnp.bfloat16
+    if name not in DTYPES:
+        raise ValueError(f"config.model.dtype={name!r}: expected one of {list(DTYPE_CHOICES)}")
+    return DTYPES[name]
 
 
 REMAT_POLICIES = {
@@ -48,6 +66,7 @@ class BlockPair(nn.Module):
     dtype: jnp.dtype
     remat: bool = False
     remat_policy: str = "nothing"
+    attention: str = "einsum"
 
     @nn.compact
     def __call__(self, x, first, c_spatial, c_temporal, temp_embed):
@@ -58,13 +77,43 @@ class BlockPair(nn.Module):
                                  f"{sorted(REMAT_POLICIES)}")
             name = REMAT_POLICIES[self.remat_policy]
             block = nn.remat(AdaLNBlock, policy=getattr(jax.checkpoint_policies, name) if name else None)
-        x = block(self.heads, self.mlp_ratio, self.dtype, name="spatial")(x, c_spatial)
+        x = block(self.heads, self.mlp_ratio, self.dtype, self.attention, name="spatial")(x, c_spatial)
         x = x.transpose(0, 2, 1, 3)  # (B, N, F, D)
         x = nn.with_logical_constraint(x, (ax.BATCH, ax.SEQ, ax.FRAMES, ax.EMBED))
         x = x + temp_embed * first
-        x = block(self.heads, self.mlp_ratio, self.dtype, name="temporal")(x, c_temporal)
+        x = block(self.heads, self.mlp_ratio, self.dtype, self.attention, name="temporal")(x, c_temporal)
         x = x.transpose(0, 2, 1, 3)  # (B, F, N, D)
         return nn.with_logical_constraint(x, (ax.BATCH, ax.FRAMES, ax.SEQ, ax.EMBED)), None
+
+
+def head_logits(x, kernel, bias, dtype):
+    """The output head on patch features x (..., D): kernel (D, C), bias (C,) -> float32 (..., C).
+
+    Inputs are cast to the compute dtype and the products accumulated and returned in float32
+    (preferred_element_type), so bf16 training gets float32 logits without a bf16 rounding first.
+    """
+    out = jnp.einsum("...d,dc->...c", x.astype(dtype), kernel.astype(dtype), preferred_element_type=jnp.float32)
+    return out + bias.astype(jnp.float32)
+
+
+class OutputHead(nn.Module):
+    """Linear D -> p*p*V_pad on the final patch features (..., D), float32 logits (`head_logits`).
+
+    Parameters `kernel` (D, p*p*V_pad) and `bias` are named and initialised like the nn.Dense this
+    replaces, so checkpoints and initial values are unchanged. The masked-head loss
+    (flow/losses.py `masked_head_cross_entropy`) reads the same two parameters.
+    """
+
+    features: int
+    dtype: jnp.dtype = jnp.float32
+    init_std: float = 0.0
+
+    @nn.compact
+    def __call__(self, x):
+        init = nn.initializers.normal(self.init_std) if self.init_std > 0 else zeros
+        kernel = self.param("kernel", part(init, ax.EMBED, ax.VOCAB), (x.shape[-1], self.features), jnp.float32)
+        bias = self.param("bias", part(zeros, ax.VOCAB), (self.features,), jnp.float32)
+        return head_logits(x, kernel, bias, self.dtype)
 
 
 class Latte(nn.Module):
@@ -80,7 +129,12 @@ class Latte(nn.Module):
     zero gradients at the first steps), action_align (which action frame f is conditioned on, given
     actions (B, F) in the data's convention `actions[f]` = the move taken after frame f: "after"
     embeds actions[f]; "cause" embeds actions[f - 1], the move that produced frame f, and a learnt
-    "no action" id (num_actions) for frame 0).
+    "no action" id (num_actions) for frame 0), attention (the resolved implementation: einsum | xla |
+    cudnn, see layers.resolve_attention).
+
+    Call: (tokens (B, F, H, W), t (B, F)[, actions (B, F)]) -> float32 logits (B, F, H, W, V); with
+    features_only=True, the final adaLN-modulated patch features (B, F, N, D) in the compute dtype,
+    i.e. everything but the output head (`head` parameters), for the masked-head loss.
     """
 
     vocab_size: int
@@ -98,9 +152,10 @@ class Latte(nn.Module):
     scan: bool = False
     head_init_std: float = 0.0
     action_align: str = "after"
+    attention: str = "einsum"
 
     @nn.compact
-    def __call__(self, tokens, t, actions=None):
+    def __call__(self, tokens, t, actions=None, features_only=False):
         b, f, h, w = tokens.shape
         p, d = self.patch, self.hidden
         gh, gw = h // p, w // p
@@ -116,7 +171,7 @@ class Latte(nn.Module):
         x = emb.reshape(b, f, gh, p, gw, p, d // 2).transpose(0, 1, 2, 4, 3, 5, 6).reshape(b, f, gh * gw, p * p * d // 2)
         x = nn.Dense(d, dtype=self.dtype, param_dtype=self.param_dtype, name="patch_embed",
                      kernel_init=part(xavier, ax.PATCH, ax.EMBED), bias_init=part(zeros, ax.EMBED))(x)
-        x = x + jnp.asarray(sincos_2d(d, gh, gw), self.dtype)
+        x = x.astype(jnp.float32) + jnp.asarray(sincos_2d(d, gh, gw))  # the float32 residual stream
         x = nn.with_logical_constraint(x, (ax.BATCH, ax.FRAMES, ax.SEQ, ax.EMBED))
 
         t_in = t if self.time_cond else jnp.zeros_like(t)
@@ -136,12 +191,12 @@ class Latte(nn.Module):
         c = nn.with_logical_constraint(c, (ax.BATCH, ax.FRAMES, ax.EMBED))
         c_spatial = c[:, :, None, :]  # (B, F, 1, D): one vector per frame, broadcast over patches
         c_temporal = c[:, None, :, :]  # (B, 1, F, D): per-frame modulation inside temporal attention
-        temp_embed = jnp.asarray(sincos_1d(d, np.arange(f)), self.dtype)
+        temp_embed = jnp.asarray(sincos_1d(d, np.arange(f)))  # float32, added to the residual stream
 
         pairs = self.depth // 2
-        first = (jnp.arange(pairs) == 0).astype(self.dtype)  # the temporal embedding enters pair 0 only
+        first = (jnp.arange(pairs) == 0).astype(jnp.float32)  # the temporal embedding enters pair 0 only
         pair_kw = dict(heads=self.heads, mlp_ratio=self.mlp_ratio, dtype=self.dtype, remat=self.remat,
-                       remat_policy=self.remat_policy)
+                       remat_policy=self.remat_policy, attention=self.attention)
         if self.scan:  # one compiled pair, parameters stacked over a leading "layers" axis
             scanned = nn.scan(BlockPair, variable_axes={"params": 0}, split_rngs={"params": True},
                               in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=pairs,
@@ -154,14 +209,15 @@ class Latte(nn.Module):
         mod = nn.Dense(2 * d, dtype=self.dtype, kernel_init=part(zeros, ax.EMBED, ax.MLP),
                        bias_init=part(zeros, ax.MLP), name="final_adaLN")(nn.silu(c_spatial))
         shift, scale = jnp.split(mod, 2, axis=-1)
-        x = modulate(layer_norm(x), shift, scale)
-        head_init = nn.initializers.normal(self.head_init_std) if self.head_init_std > 0 else zeros
-        out = nn.Dense(p * p * v_pad, dtype=self.dtype, name="head",
-                       kernel_init=part(head_init, ax.EMBED, ax.VOCAB), bias_init=part(zeros, ax.VOCAB))(x)
+        x = modulate(layer_norm(x).astype(self.dtype), shift, scale)
+        if features_only:
+            return x
+        out = OutputHead(p * p * v_pad, self.dtype, self.head_init_std, name="head")(x)
         out = nn.with_logical_constraint(out, (ax.BATCH, ax.FRAMES, ax.SEQ, ax.VOCAB))
-        # Unpatchify: (B, F, N, p*p*V_pad) -> (B, F, H, W, V).
+        # Unpatchify: (B, F, N, p*p*V_pad) -> (B, F, H, W, V); channel (py * p + px) * V_pad + v is the
+        # logit of token (gy * p + py, gx * p + px) of patch (gy, gx).
         out = out.reshape(b, f, gh, gw, p, p, v_pad).transpose(0, 1, 2, 4, 3, 5, 6)
-        logits = out.reshape(b, f, h, w, v_pad)[..., : self.vocab_size].astype(jnp.float32)
+        logits = out.reshape(b, f, h, w, v_pad)[..., : self.vocab_size]
         return nn.with_logical_constraint(logits, (ax.BATCH, ax.FRAMES, None, None, ax.VOCAB))
 
 
@@ -192,15 +248,19 @@ def resolve_size(model_cfg):
 def make_denoiser(model_cfg, vocab_size, frames=None, grid=None):
     """Builds the Latte denoiser from `config.model` for a vocabulary of `vocab_size` (incl. MASK).
 
-    `frames` and `grid` are accepted for validation: the grid must be divisible by the patch.
+    `frames` and `grid` are accepted for validation: the grid must be divisible by the patch. The
+    compute dtype ("auto": `resolve_dtype`) and the attention implementation (`layers.resolve_attention`)
+    are resolved here, for the default JAX backend.
     """
     spec = resolve_size(model_cfg)
     if grid is not None and (grid[0] % model_cfg.patch or grid[1] % model_cfg.patch):
         raise ValueError(f"token grid {grid} is not divisible by config.model.patch={model_cfg.patch}")
+    dtype = resolve_dtype(model_cfg.dtype)
+    attention = resolve_attention(model_cfg.get("attention", "auto"), dtype, spec.hidden // spec.heads)
     return Latte(vocab_size=vocab_size, hidden=spec.hidden, depth=spec.depth, heads=spec.heads,
                  patch=model_cfg.patch, mlp_ratio=model_cfg.mlp_ratio, time_cond=bool(model_cfg.time_cond),
                  num_actions=model_cfg.num_actions if model_cfg.action_cond else 0,
-                 dtype=DTYPES[model_cfg.dtype], param_dtype=DTYPES[model_cfg.param_dtype],
+                 dtype=dtype, param_dtype=DTYPES[model_cfg.param_dtype], attention=attention,
                  remat=bool(model_cfg.remat), remat_policy=model_cfg.get("remat_policy", "nothing"),
                  scan=bool(model_cfg.get("scan_blocks", False)), head_init_std=float(model_cfg.get("head_init_std", 0.0)),
                  action_align=model_cfg.get("action_align", "after"))

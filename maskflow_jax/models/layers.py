@@ -1,8 +1,13 @@
 """Building blocks of the discrete Latte denoiser (docs/method.md §5): fixed sin-cos embeddings, the
-timestep embedder, attention through `jax.nn.dot_product_attention`, and the adaLN-Zero block.
+timestep embedder, attention (an explicit einsum, or `jax.nn.dot_product_attention` with the XLA or
+cuDNN implementation: `config.model.attention`), and the adaLN-Zero block.
 
 Shapes: x (..., L, D) sequences of length L (L = N patches for a spatial block, F frames for a
 temporal block), modulation vectors broadcastable to x.
+
+Mixed precision (`config.model.dtype=bfloat16`): the residual stream x stays float32; each block
+feeds attention and the MLP a layer-normed copy in the compute dtype and adds their outputs back
+in float32, so the sum over 2 x depth blocks is not rounded to bf16 at every block.
 """
 import math
 
@@ -142,10 +147,12 @@ def modulate(x, shift, scale):
 
 
 class Attention(nn.Module):
-    """Full bidirectional multi-head attention over the L axis of x (..., L, D); qkv and proj with bias."""
+    """Full bidirectional multi-head attention over the L axis of x (..., L, D); qkv and proj with bias.
+    impl: "einsum" | "xla" | "cudnn" (already resolved, see `resolve_attention`)."""
 
     heads: int
     dtype: jnp.dtype = jnp.float32
+    impl: str = "einsum"
 
     @nn.compact
     def __call__(self, x):
@@ -159,22 +166,89 @@ class Attention(nn.Module):
                              bias_init=part(zeros, ax.HEADS, ax.KV))(x)
 
         q, k, v = (nn.with_logical_constraint(proj(n), (ax.BATCH, None, ax.HEADS, ax.KV)) for n in ("query", "key", "value"))
-        out = attention(q, k, v)  # (M, L, heads, dh); scale dh^-1/2
+        out = attention(q, k, v, self.impl)  # (M, L, heads, dh); scale dh^-1/2
         out = nn.Einsum((self.heads, dh, d), "mlhk,hkd->mld", dtype=self.dtype, name="out",
                         kernel_init=part(xavier_heads_out, ax.HEADS, ax.KV, ax.EMBED),
                         bias_init=part(zeros, ax.EMBED))(out)
         return out.reshape(*lead, seq, d)
 
 
-def attention(q, k, v):
-    """Softmax attention (M, L, heads, dh) -> (M, L, heads, dh).
+ATTENTION_CHOICES = ("auto", "xla", "cudnn", "einsum")  # config.model.attention
+CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)  # cuDNN flash attention's input dtypes (fp8 aside)
 
-    On accelerators `jax.nn.dot_product_attention` (fused kernels where available). On CPU an
-    explicit einsum/softmax: XLA:CPU's lowering of dot_product_attention made the denoiser's
-    backward pass ~3x slower here (benchmarks/denoiser.py; 13.4 s vs 4.3 s per Latte-S/2 gradient).
+
+def _is_cuda():
+    try:
+        import jax.extend  # noqa: PLC0415 - not imported by `import jax`
+
+        return "cuda" in jax.extend.backend.get_backend().platform_version.lower()
+    except Exception:  # noqa: BLE001 - an unknown GPU runtime: treat as no cuDNN
+        return False
+
+
+def cudnn_head_dim_max():
+    """Largest head dim cuDNN flash attention takes: 256 on Hopper (compute capability 9.0) or later, else 128."""
+    try:
+        major = int(str(jax.devices()[0].compute_capability).split(".")[0])
+    except Exception:  # noqa: BLE001 - no compute capability (not a CUDA device)
+        return 128
+    return 256 if major >= 9 else 128
+
+
+def cudnn_problem(dtype, head_dim, backend=None, head_dim_max=None):
+    """Why cuDNN flash attention cannot run here (a sentence), or None if it can.
+
+    Its conditions (jax.nn.dot_product_attention, implementation="cudnn", no bias or mask): bfloat16
+    or float16 inputs, a head dim that is a multiple of 8 and <= 128 (256 on Hopper), a CUDA GPU.
     """
-    if jax.default_backend() != "cpu":
-        return jax.nn.dot_product_attention(q, k, v)
+    if jnp.dtype(dtype) not in [jnp.dtype(d) for d in CUDNN_DTYPES]:
+        return (f"cuDNN flash attention takes bfloat16 or float16 inputs, and config.model.dtype resolves to "
+                f"{jnp.dtype(dtype).name}")
+    limit = head_dim_max or cudnn_head_dim_max()
+    if head_dim % 8 or head_dim > limit:
+        return (f"cuDNN flash attention needs a head dim (config.model.hidden / config.model.heads) that is a "
+                f"multiple of 8 and <= {limit}; got {head_dim}")
+    backend = backend or jax.default_backend()
+    if backend != "gpu" or not _is_cuda():
+        return f"cuDNN needs an NVIDIA GPU, and the JAX backend here is {backend!r}"
+    return None
+
+
+def resolve_attention(choice, dtype, head_dim, backend=None):
+    """config.model.attention -> the implementation `attention` runs: "einsum" | "xla" | "cudnn".
+
+    auto: cuDNN flash attention on a CUDA GPU when `cudnn_problem` finds none, XLA's
+    dot_product_attention on other accelerators (TPU, or a GPU where cuDNN cannot run), and the
+    explicit einsum on CPU (XLA:CPU's dot_product_attention backward was ~3x slower, see `attention`).
+    A forced "cudnn" that cannot run raises a ValueError naming config.model.attention.
+    """
+    if choice not in ATTENTION_CHOICES:
+        raise ValueError(f"config.model.attention={choice!r}: expected one of {list(ATTENTION_CHOICES)}")
+    backend = backend or jax.default_backend()
+    if choice == "auto":
+        if backend == "cpu":
+            return "einsum"
+        return "cudnn" if cudnn_problem(dtype, head_dim, backend) is None else "xla"
+    if choice == "cudnn":
+        problem = cudnn_problem(dtype, head_dim, backend)
+        if problem is not None:
+            raise ValueError(f"config.model.attention='cudnn' cannot run: {problem}. Use "
+                             "--config.model.attention=auto (cuDNN where it can run) or xla")
+    return choice
+
+
+def attention(q, k, v, impl="einsum"):
+    """Softmax attention (M, L, heads, dh) -> (M, L, heads, dh), scale dh^-1/2.
+
+    impl "xla" / "cudnn": `jax.nn.dot_product_attention` with that implementation (cuDNN: the fused
+    flash-attention kernel). "einsum": an explicit einsum/softmax (softmax in float32), the CPU
+    choice: XLA:CPU's lowering of dot_product_attention made the denoiser's backward pass ~3x slower
+    there (benchmarks/denoiser.py; 13.4 s vs 4.3 s per Latte-S/2 gradient).
+    """
+    if impl in ("xla", "cudnn"):
+        return jax.nn.dot_product_attention(q, k, v, implementation=impl)
+    if impl != "einsum":
+        raise ValueError(f"attention implementation {impl!r}: expected einsum, xla or cudnn (config.model.attention)")
     scores = jnp.einsum("mqhd,mkhd->mhqk", q, k) / math.sqrt(q.shape[-1])
     weights = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(v.dtype)
     return jnp.einsum("mhqk,mkhd->mqhd", weights, v)
@@ -211,7 +285,8 @@ class Mlp(nn.Module):
 
 
 class AdaLNBlock(nn.Module):
-    """adaLN-Zero transformer block over the L axis of x (M, L, D) (docs/method.md §5.5).
+    """adaLN-Zero transformer block over the L axis of x (M, L, D) (docs/method.md §5.5); x and the
+    result in float32 (the residual stream), attention and MLP in `dtype`.
 
     c: conditioning broadcastable to (M, L, D) after the 6D projection, e.g. (M, 1, D) for a
     spatial block (one vector per frame) or (M, L, D) for a temporal block (one per frame).
@@ -220,6 +295,7 @@ class AdaLNBlock(nn.Module):
     heads: int
     mlp_ratio: float = 4.0
     dtype: jnp.dtype = jnp.float32
+    attention: str = "einsum"
 
     @nn.compact
     def __call__(self, x, c):
@@ -228,10 +304,10 @@ class AdaLNBlock(nn.Module):
                        bias_init=part(zeros, ax.MLP), name="adaLN")(nn.silu(c))
         mod = nn.with_logical_constraint(mod, (ax.BATCH,) + (None,) * (mod.ndim - 2) + (ax.MLP,))
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = jnp.split(mod, 6, axis=-1)
-        x = fusion_barrier(x)
-        x = x + bcast_mul(Attention(self.heads, dtype=self.dtype, name="attn")(
-            modulate(layer_norm(x), shift_msa, scale_msa)), gate_msa)
+        x = fusion_barrier(x)  # x: the residual stream, float32 whatever the compute dtype
+        x = x + bcast_mul(Attention(self.heads, dtype=self.dtype, impl=self.attention, name="attn")(
+            modulate(layer_norm(x).astype(self.dtype), shift_msa, scale_msa)), gate_msa)
         x = fusion_barrier(x)
         x = x + bcast_mul(Mlp(self.mlp_ratio, dtype=self.dtype, name="mlp")(
-            modulate(layer_norm(x), shift_mlp, scale_mlp)), gate_mlp)
+            modulate(layer_norm(x).astype(self.dtype), shift_mlp, scale_mlp)), gate_mlp)
         return x

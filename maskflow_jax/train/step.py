@@ -37,9 +37,29 @@ def _normaliser(mask, mask_ce):
 
 def make_loss_fn(model, cfg):
     """loss_fn(params, micro) -> (loss, metrics) on an already corrupted (micro)batch dict with
-    tokens, x_t, mask, t, weights (and optionally actions)."""
+    tokens, x_t, mask, t, weights (and optionally actions).
+
+    With `model.masked_head` the output head runs only at the masked positions, in static chunks of
+    `model.masked_head_chunk` x F H W / p^2 positions per clip and sub-patch position
+    (flow/losses.py `masked_head_cross_entropy`): the same loss and gradients, without the
+    (B, F, H, W, V) logits. It needs `flow.mask_ce` (the loss over masked positions only).
+    """
+    masked_head = bool(cfg.model.get("masked_head", False))
+    if masked_head and not cfg.flow.mask_ce:
+        raise ValueError("config.model.masked_head=True evaluates the head at masked positions only, but "
+                         "config.flow.mask_ce=False puts every position in the loss: set one of them differently")
+    fraction = float(cfg.model.get("masked_head_chunk", 0.25))
 
     def loss_fn(params, micro):
+        if masked_head:
+            feats = model.apply({"params": params}, micro["x_t"], micro["t"], actions=micro.get("actions"),
+                                features_only=True)
+            b, f, h, w = micro["x_t"].shape
+            chunk = losses.masked_head_chunk(fraction, f * h * w // model.patch**2)
+            return losses.masked_head_cross_entropy(feats, params["head"]["kernel"], params["head"]["bias"],
+                                                    micro["tokens"], micro["mask"], micro["weights"],
+                                                    patch=model.patch, vocab_size=model.vocab_size, chunk=chunk,
+                                                    dtype=model.dtype)
         logits = model.apply({"params": params}, micro["x_t"], micro["t"], actions=micro.get("actions"))
         return losses.masked_cross_entropy(logits, micro["tokens"], micro["mask"], micro["weights"],
                                            mask_ce=cfg.flow.mask_ce)
