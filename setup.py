@@ -34,7 +34,9 @@ setup(
     version="0.1.0",
     description="MaskFlow (discrete flow matching for long video generation) in JAX/Flax",
     python_requires=">=3.11",
-    packages=find_packages(include=["maskflow_jax", "maskflow_jax.*"]),
+    # configs/ stays a top-level folder of the repository and is installed as the `configs` package, so
+    # `from configs import maze` works from any directory.
+    packages=find_packages(include=["maskflow_jax", "maskflow_jax.*", "configs"]),
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,

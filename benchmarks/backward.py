@@ -1,6 +1,6 @@
 """Where the denoiser's backward pass goes: forward vs `jax.grad` of each sub-module alone.
 
-    python benchmarks/backward.py [--repeats 3] [--batch 1] [--parts block,attn,...]
+    python -m benchmarks.backward [--repeats 3] [--batch 1] [--parts block,attn,...]
 
 Latte-S/2 shapes (D 384, 6 heads, V 1025, 16x16 tokens -> 8x8 patches, F 16, fp32). Each part is
 jitted alone with random inputs and random (non-zero) parameters; "grad" is `jax.grad` of the mean
@@ -10,18 +10,16 @@ as it was before issue 21 (docs/performance.md), timed in the same process.
 Prints seconds and grad / forward; JSON to benchmarks/results/backward.json.
 """
 import argparse
-import sys
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-sys.path.insert(0, ".")
-from benchmarks.common import matmul_peak_gflops, timeit, write_json  # noqa: E402
-from maskflow_jax.flow import losses  # noqa: E402
-from maskflow_jax.models.latte import Latte  # noqa: E402
-from maskflow_jax.models import layers  # noqa: E402
-from maskflow_jax.models.layers import AdaLNBlock, Attention, Mlp  # noqa: E402
+from benchmarks.common import matmul_peak_gflops, timeit, write_json
+from maskflow_jax.flow import losses
+from maskflow_jax.models.latte import Latte
+from maskflow_jax.models import layers
+from maskflow_jax.models.layers import AdaLNBlock, Attention, Mlp
 
 D, HEADS, V, GRID, F, P = 384, 6, 1025, 16, 16, 2
 

@@ -1,6 +1,6 @@
 """Data throughput: maze generation frames/s and pipeline clips/s (F = 16, 64² and 64 -> 256).
 
-    python benchmarks/data_throughput.py [--videos 64] [--frames 64] [--clips 256]
+    python -m benchmarks.data_throughput [--videos 64] [--frames 64] [--clips 256]
 
 Prints a table and writes benchmarks/results/data_throughput.json. The pipeline numbers are for
 one host with data.num_threads threads; compare them with the model's step time (clips per step =
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from configs import base
-from maskflow_jax.data import dmlab, maze, pipeline, records
+from maskflow_jax.data import dmlab, loader, maze, records
 
 
 def _best_of(fn, repeats):
@@ -67,7 +67,7 @@ def bench_pipeline(workdir, videos, frames, clips, threads):
         d = base.get_base().data
         d.prepared_dir, d.frames, d.resize_to, d.batch_size = str(prepared), 16, size, 8
         d.num_threads, d.prefetch = threads, 4
-        it = pipeline.make_train_iterator(d, seed=0)
+        it = loader.make_train_iterator(d, seed=0)
         next(it)  # warm-up: threads, file handles
         steps = max(1, clips // d.batch_size)
         start = time.perf_counter()

@@ -1,6 +1,6 @@
 """One forward (= 1 NFE) and one training step of the discrete Latte denoiser on this machine.
 
-    python benchmarks/denoiser.py [--repeats 5] [--skip-dmlab]
+    python -m benchmarks.denoiser [--repeats 5] [--skip-dmlab]
 
 Latte-S/2 at V = 1025, a 16x16 token grid, F = 16, batch 1 and 2 (fp32): forward and
 fwd+bwd+AdamW step; and one forward at the paper's DMLab shape (Latte-B/2, V = 16385, 32x32,
@@ -8,16 +8,14 @@ F = 36, batch 1). Prints median seconds, analytic GFLOP per call (train step = 3
 GFLOP/s and the fraction of the fp32 matmul peak measured in the same run.
 """
 import argparse
-import sys
 
 import jax
 
-sys.path.insert(0, ".")
-from benchmarks.common import latte_forward_gflop, matmul_peak_gflops, timeit, write_json  # noqa: E402
-from configs import base  # noqa: E402
-from maskflow_jax.models.latte import resolve_size  # noqa: E402
-from maskflow_jax.parallel.mesh import make_mesh  # noqa: E402
-from maskflow_jax.train.setup import build_trainer  # noqa: E402
+from benchmarks.common import latte_forward_gflop, matmul_peak_gflops, timeit, write_json
+from configs import base
+from maskflow_jax.models.latte import resolve_size
+from maskflow_jax.parallel.mesh import make_mesh
+from maskflow_jax.train.setup import build_trainer
 
 
 def config(size, vocab, grid, frames, batch):

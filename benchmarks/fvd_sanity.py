@@ -1,6 +1,6 @@
 """Sanity FVDs under the `maze` protocol: real < frozen < noise must hold.
 
-    python benchmarks/fvd_sanity.py [--num 32] [--frames 16] [--batch-size 4]
+    python -m benchmarks.fvd_sanity [--num 32] [--frames 16] [--batch-size 4]
 
 Reference: N procedural maze videos of `--ref-seed` (the held-out split's seed, data.maze.seed + 1).
 Compared sets, N videos each, F frames at 64²:
@@ -17,10 +17,9 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, ".")
-from benchmarks.common import write_json  # noqa: E402
-from maskflow_jax.data.maze import generate_trajectories  # noqa: E402
-from maskflow_jax.eval import i3d, protocols  # noqa: E402
+from benchmarks.common import write_json
+from maskflow_jax.data.maze import generate_trajectories
+from maskflow_jax.eval import i3d, protocols
 
 
 def sanity_fvds(num=32, frames=16, ref_seed=1, heldout_seed=2, batch_size=4, variables=None):

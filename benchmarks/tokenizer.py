@@ -1,6 +1,6 @@
 """VQ tokenizer encode and decode throughput on this machine.
 
-    python benchmarks/tokenizer.py [--repeats 3] [--chunk 8] [--skip-vqf8]
+    python -m benchmarks.tokenizer [--repeats 3] [--chunk 8] [--skip-vqf8]
 
 Two tokenizers, randomly initialised (speed does not depend on the weights), fp32:
   maze: configs/maze.py at its data.resize_to (32x32 -> 8x8 tokens, 512 codes), and the same
@@ -12,17 +12,15 @@ the compiled function; the fraction is of the fp32 matmul peak measured in the s
 Prints a table and writes benchmarks/results/tokenizer.json.
 """
 import argparse
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, ".")
-from benchmarks.common import matmul_peak_gflops, timeit, write_json  # noqa: E402
-from configs import base, maze  # noqa: E402
-from maskflow_jax.tokenizer.api import Tokenizer  # noqa: E402
-from maskflow_jax.tokenizer.model import make_vq_model  # noqa: E402
+from benchmarks.common import matmul_peak_gflops, timeit, write_json
+from configs import base, maze
+from maskflow_jax.tokenizer.api import Tokenizer
+from maskflow_jax.tokenizer.model import make_vq_model
 
 
 def compiled_gflop(fn, *args):

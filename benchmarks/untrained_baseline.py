@@ -1,6 +1,6 @@
 """The untrained-denoiser baseline with and without network evaluations, on a finished run.
 
-    python benchmarks/untrained_baseline.py runs/maze [--videos 24] [--horizon 160] [--repeats 2]
+    python -m benchmarks.untrained_baseline runs/maze [--videos 24] [--horizon 160] [--repeats 2]
 
 The pipeline's eval stage needs an untrained roll-out of every held-out video to the longest horizon.
 `inference.untrained_run` broadcasts the zero logits that the zero-initialised head gives, instead of
@@ -10,14 +10,13 @@ are identical, and reports seconds per generated frame and the saving.
 """
 import argparse
 import dataclasses
-import sys
 
 import jax
 import numpy as np
 
-sys.path.insert(0, ".")
-from benchmarks.common import timeit, write_json  # noqa: E402
-from maskflow_jax import evaluate, inference  # noqa: E402
+from benchmarks.common import timeit, write_json
+from maskflow_jax import inference
+from maskflow_jax.data import heldout
 
 
 def main():
@@ -29,7 +28,7 @@ def main():
     args = parser.parse_args()
     run = inference.load_run(args.workdir)
     cfg, m = run.cfg, run.cfg.sampling.context
-    tokens, _, actions = evaluate.heldout(cfg, args.workdir, args.videos, args.horizon)
+    tokens, _, actions = heldout.load(cfg, args.workdir, args.videos, args.horizon)
     if len(tokens) < args.videos:
         parser.error(f"--videos {args.videos}: split {cfg.data.eval_split!r} has only {len(tokens)} held-out videos of "
                      f">= {args.horizon} frames; pass --videos {len(tokens)} or lower --horizon")

@@ -1,6 +1,6 @@
 """Video decoding (FFS): frames/s and 16-frame clips/s at 256² from mp4, against the denoiser step.
 
-    python benchmarks/video_decode.py [--frames 300] [--clips 32] [--skip-train-step]
+    python -m benchmarks.video_decode [--frames 300] [--clips 32] [--skip-train-step]
 
 Writes a synthetic H.264 mp4 (256², 30 fps, crf 18, moving smooth texture with mild noise) and a
 640x480 one, then times on this CPU:
@@ -18,16 +18,14 @@ import json
 import os
 import platform
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from configs import base  # noqa: E402
-from maskflow_jax.data import pipeline, records, video_folder  # noqa: E402
+from configs import base
+from maskflow_jax.data import loader, records, video_folder
 
 CLIP = 16
 
@@ -110,7 +108,7 @@ def bench_decode(tmp, frames, clips, repeats=2):
     split = video_folder.VideoFolderSplit(small.parent, "train", min_length=CLIP, size=256)
     meta = records.prepare_split(split, d.prepared_dir, "train", force=True)
     out["prepare_frames_per_s"] = sum(meta["lengths"]) / (time.perf_counter() - start)
-    it = pipeline.make_train_iterator(d, seed=0)
+    it = loader.make_train_iterator(d, seed=0)
     next(it)
     start = time.perf_counter()
     for _ in range(clips):

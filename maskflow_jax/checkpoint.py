@@ -1,5 +1,8 @@
-"""Orbax checkpoints: the train state, its metadata (config, step, state version) and the position
+"""Orbax checkpoints: a train state, its metadata (config, step, state version) and the position
 of the data iterator, saved together so a resumed run continues exactly where it stopped.
+
+The state's owner gives its version (`version=`: train/state.py for the denoiser, tokenizer/train.py
+for the tokenizer); it is saved in the metadata and checked on restore, so this module knows no state type.
 
 Restore always goes onto a sharded abstract target, so a checkpoint written on 8 devices restores
 on 1 device or another mesh layout. A damaged latest checkpoint falls back to the previous one.
@@ -9,8 +12,6 @@ import os
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
-
-from maskflow_jax.train.state import STATE_VERSION
 
 
 class CheckpointError(RuntimeError):
@@ -44,11 +45,11 @@ def _grain_iterator(it):
     return it
 
 
-def save(manager, step, state, meta, data_iter=None, force=False):
-    """Saves state (StandardSave), meta (JSON: config, step, version) and the data iterator."""
+def save(manager, step, state, meta, data_iter=None, force=False, version=None):
+    """Saves state (StandardSave), meta (JSON: config, step, the state's `version`) and the data iterator."""
     items = {
         "state": ocp.args.StandardSave(state),
-        "meta": ocp.args.JsonSave({**meta, "step": int(step), "state_version": STATE_VERSION}),
+        "meta": ocp.args.JsonSave({**meta, "step": int(step), "state_version": version}),
     }
     if data_iter is not None:
         import grain
@@ -57,12 +58,12 @@ def save(manager, step, state, meta, data_iter=None, force=False):
     return manager.save(int(step), args=ocp.args.Composite(**items), force=force)
 
 
-def restore_latest(manager, target, data_iter=None, step=None):
+def restore_latest(manager, target, data_iter=None, step=None, version=None):
     """Restores the newest readable checkpoint onto `target`; returns (step, state, meta) or None.
 
     If the newest step cannot be read (a truncated or damaged save), logs a warning and tries the
     previous one, and so on. Raises CheckpointError if steps exist but none is readable, or if the
-    saved state version differs from this code's. step: restore exactly this step (CheckpointError
+    saved state version differs from `version` (not checked when None). step: restore exactly this step (CheckpointError
     naming the saved steps if it is not on disk or unreadable).
     """
     steps = sorted(manager.all_steps(), reverse=True)
@@ -87,10 +88,10 @@ def restore_latest(manager, target, data_iter=None, step=None):
             errors.append(f"step {step}: {type(err).__name__}: {err}")
             continue
         meta = dict(restored["meta"])
-        if meta.get("state_version") != STATE_VERSION:
+        if version is not None and meta.get("state_version") != version:
             raise CheckpointError(
                 f"checkpoint step {step} in {manager.directory} has state_version "
-                f"{meta.get('state_version')} but this code writes {STATE_VERSION}; "
+                f"{meta.get('state_version')} but this code writes {version}; "
                 "restore it with the code version that wrote it or start a new workdir")
         if errors:
             logging.warning("resumed from step %d after skipping damaged checkpoints: %s", step, errors)

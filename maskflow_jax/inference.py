@@ -5,8 +5,8 @@
     video, info = run.generate(jax.random.key(0), num_frames=160, batch_size=2)   # uint8 (B, L, H, W, 3)
     inference.save_gif("maze.gif", video[0]); inference.save_frame_grid("maze.png", video[0])
 
-`--mode=sample` calls `sample_mode`, which conditions on held-out videos and writes GIFs and a frame
-grid to `<workdir>/samples/`.
+`sample_heldout` (`--mode=sample`, the pipeline's samples stage) continues held-out videos and writes
+GIFs and a frame grid to `<workdir>/samples/`.
 """
 import dataclasses
 import functools
@@ -19,8 +19,13 @@ import ml_collections
 import numpy as np
 
 from maskflow_jax import checkpoint
+from maskflow_jax.data import heldout, records, tokens
+from maskflow_jax.parallel.mesh import make_mesh
 from maskflow_jax.sampling import rollout as ro
+from maskflow_jax.tokenizer.train import load_tokenizer
 from maskflow_jax.train.setup import build_trainer
+from maskflow_jax.train.state import STATE_VERSION
+
 
 def _one_device_config(cfg):
     cfg = ml_collections.ConfigDict(cfg.to_dict() if hasattr(cfg, "to_dict") else cfg)
@@ -31,14 +36,12 @@ def _one_device_config(cfg):
 def load_denoiser(cfg, workdir, use_ema=True, step=None):
     """(model, params, step) of the run's latest denoiser checkpoint (or of checkpoint `step`) on one device."""
     cfg = _one_device_config(cfg)
-    from maskflow_jax.parallel.mesh import make_mesh  # noqa: PLC0415
-
     trainer = build_trainer(cfg, make_mesh(cfg.mesh, devices=jax.local_devices()[:1]))
     manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"))
     try:
         restored = checkpoint.restore_latest(manager, checkpoint.abstract_target(trainer.abstract_state,
                                                                                  trainer.state_shardings),
-                                            step=step)
+                                            step=step, version=STATE_VERSION)
     finally:
         manager.close()
     if restored is None:
@@ -92,7 +95,7 @@ class Run:
         if actions is None:
             raise ValueError("this run's denoiser is action-conditioned (config.model.action_cond=True): pass "
                              f"actions=int (B, L) = ({batch}, {length}), e.g. the held-out videos' actions "
-                             "(evaluate.heldout_actions)")
+                             "(data/heldout.py actions)")
         actions = np.asarray(actions)
         n = self.cfg.model.num_actions
         if actions.size and (actions.min() < 0 or actions.max() >= n):
@@ -176,8 +179,6 @@ def untrained_run(run):
 def load_run(workdir, cfg=None, use_ema=True, step=None):
     """Loads a trained run (config from its checkpoint unless given; EMA weights by default; the latest
     checkpoint unless `step` names one)."""
-    from maskflow_jax.tokenizer.train import load_tokenizer  # noqa: PLC0415
-
     cfg = cfg if cfg is not None else saved_config(workdir)
     model, params, step = load_denoiser(cfg, workdir, use_ema=use_ema, step=step)
     return Run(cfg=cfg, tokenizer=load_tokenizer(cfg, workdir), model=model, params=params, step=step)
@@ -218,10 +219,8 @@ def save_frame_grid(path, video, every=1, columns=16):
     Image.fromarray(np.concatenate(rows, axis=0)).save(path)
 
 
-def sample_mode(cfg, workdir):
-    """`--mode=sample`: continue held-out videos to sampling.horizon frames; GIFs + grid in <workdir>/samples."""
-    from maskflow_jax.data import records, tokens  # noqa: PLC0415
-
+def sample_heldout(cfg, workdir):
+    """Continues held-out videos to sampling.horizon frames (`--mode=sample`); GIFs + grid in <workdir>/samples."""
     run = load_run(workdir, cfg=cfg, use_ema=cfg.sampling.use_ema)
     src = records.RecordSource(tokens.token_dir(cfg, workdir), cfg.data.eval_split)
     b, m = cfg.sampling.batch_size, cfg.sampling.context
@@ -229,11 +228,7 @@ def sample_mode(cfg, workdir):
         raise ValueError(f"held-out videos have {min(src.meta['lengths'])} frames, fewer than the context m={m}")
     idx = [i % len(src) for i in range(b)]
     ctx = np.stack([np.asarray(src[i]["video"])[:m] for i in idx])
-    actions = None
-    if run.action_cond:
-        from maskflow_jax import evaluate  # noqa: PLC0415
-
-        actions = evaluate.heldout_actions(cfg, workdir, idx, cfg.sampling.horizon)
+    actions = heldout.actions(cfg, workdir, idx, cfg.sampling.horizon) if run.action_cond else None
     out = os.path.join(workdir, "samples")
     os.makedirs(out, exist_ok=True)
     video, info = run.generate(jax.random.key(cfg.seed), context_tokens=ctx, num_frames=cfg.sampling.horizon,
@@ -248,5 +243,4 @@ def sample_mode(cfg, workdir):
                           f"{per_frame:.3f} s per generated frame -> {out}"}
     with open(os.path.join(out, "info.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=1)
-    print(summary["summary"])
     return summary

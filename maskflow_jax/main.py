@@ -1,7 +1,7 @@
 """Entry point: `python -m maskflow_jax.main --config=configs/maze.py --workdir=runs/maze [--mode=...]`.
 
 Parses flags, validates the config, initialises (multi-process) JAX, logs the topology and calls
-the library function of the mode. All logic lives in importable modules.
+`run(config, workdir)` of the mode's module in maskflow_jax/modes/ (docs/design.md).
 """
 import importlib
 import sys
@@ -11,16 +11,16 @@ from ml_collections import config_flags
 
 from maskflow_jax import config_validation, runtime
 
-# mode -> "module:function(config, workdir)".
+# mode -> the module of maskflow_jax/modes/ whose `run(config, workdir)` it calls.
 MODES = {
-    "pipeline": "maskflow_jax.pipeline:run_pipeline",
-    "prepare_data": "maskflow_jax.data.pipeline:prepare_data",
-    "train_tokenizer": "maskflow_jax.tokenizer.train:train_tokenizer",
-    "tokenize": "maskflow_jax.data.tokens:tokenize_dataset",
-    "train": "maskflow_jax.train.loop:train_and_evaluate",
-    "sample": "maskflow_jax.inference:sample_mode",
-    "eval": "maskflow_jax.evaluate:eval_mode",
-    "efficiency": "maskflow_jax.efficiency:efficiency_mode",
+    "pipeline": "maskflow_jax.modes.pipeline",
+    "prepare_data": "maskflow_jax.modes.prepare_data",
+    "train_tokenizer": "maskflow_jax.modes.train_tokenizer",
+    "tokenize": "maskflow_jax.modes.tokenize",
+    "train": "maskflow_jax.modes.train",
+    "sample": "maskflow_jax.modes.sample",
+    "eval": "maskflow_jax.modes.evaluate",
+    "efficiency": "maskflow_jax.modes.efficiency",
 }
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:variant], e.g. configs/maze.py:runlocal",
@@ -37,13 +37,21 @@ def resolve_mode(cfg, mode_flag):
     mode = mode_flag or cfg.get("mode", "train")
     if mode not in MODES:
         raise config_validation.ConfigError(f"config.mode: got {mode!r}; expected one of {list(MODES)}")
-    module, _, fn = MODES[mode].partition(":")
-    return mode, getattr(importlib.import_module(module), fn)
+    return mode, importlib.import_module(MODES[mode]).run
+
+
+def quiet_logs():
+    """Library INFO lines (orbax's option dumps on every checkpoint, our own progress notes) off unless
+    --verbosity is given (e.g. --verbosity=0 for INFO, 1 for debug); warnings, errors, the progress bars
+    and each stage's summary line (printed) stay."""
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    quiet_logs()
     cfg = _CONFIG.value
     runtime.initialize(_DISTRIBUTED.value)
     topo = runtime.log_topology()

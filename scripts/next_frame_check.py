@@ -2,7 +2,7 @@
 
     python scripts/next_frame_check.py runs/topdown [--out runs/topdown/next_frame.json]
 
-Runs `maskflow_jax.pipeline.prediction_check` (teacher-forced next-frame accuracy and cross-entropy at
+Runs `maskflow_jax.eval.prediction.check_run` (teacher-forced next-frame accuracy and cross-entropy at
 m = sampling.context and m = F - 1, both time inputs, the future-visible control, a split by action)
 on the held-out videos of the run's eval split, with the run's saved config and EMA weights. Used for
 the ablations in docs/experiments/, which train denoisers without running the whole pipeline.
@@ -11,7 +11,9 @@ import argparse
 import json
 import os
 
-from maskflow_jax import evaluate, inference, pipeline
+from maskflow_jax import inference
+from maskflow_jax.data import heldout
+from maskflow_jax.eval import prediction
 
 
 def main(argv=None):
@@ -21,10 +23,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     cfg = inference.saved_config(args.workdir)
     run = inference.load_run(args.workdir, cfg=cfg, use_ema=cfg.eval.use_ema)
-    tokens, _, actions = evaluate.heldout(cfg, args.workdir, cfg.eval.num_videos,
-                                          max(cfg.eval.horizons) * cfg.data.frames)
-    checks = pipeline.prediction_check(cfg, run, tokens, actions)
-    print("\n".join(pipeline.prediction_report(checks, cfg.sampling.time_input)))
+    tokens, _, actions = heldout.load(cfg, args.workdir, cfg.eval.num_videos, max(cfg.eval.horizons) * cfg.data.frames)
+    checks = prediction.check_run(cfg, run, tokens, actions)
+    print("\n".join(prediction.report_lines(checks, cfg.sampling.time_input)))
     out = args.out or os.path.join(args.workdir, "next_frame.json")
     with open(out, "w", encoding="utf-8") as fh:
         json.dump({"step": run.step, "checks": checks}, fh, indent=1)

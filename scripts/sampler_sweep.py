@@ -23,7 +23,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from maskflow_jax import evaluate, inference
+from maskflow_jax import inference
+from maskflow_jax.data import heldout
 from maskflow_jax.eval import i3d, metrics, protocols
 
 WINDOW = 16
@@ -54,7 +55,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     cfg = inference.saved_config(args.workdir)
     run = inference.load_run(args.workdir, cfg=cfg, use_ema=cfg.eval.use_ema)
-    tokens, pixels, actions = evaluate.heldout(cfg, args.workdir, args.videos or cfg.eval.num_videos, args.horizon)
+    tokens, pixels, actions = heldout.load(cfg, args.workdir, args.videos or cfg.eval.num_videos, args.horizon)
     m, f = cfg.sampling.context, cfg.data.frames
     feature_fn = i3d.make_feature_fn(weights=cfg.eval.i3d_weights)
     last = slice(args.horizon - WINDOW, args.horizon)

@@ -11,8 +11,8 @@ import argparse
 
 import numpy as np
 
-from maskflow_jax import evaluate, inference
-from maskflow_jax.data import topdown
+from maskflow_jax import inference
+from maskflow_jax.data import heldout, topdown
 
 
 def shift_stats(tokens, actions):
@@ -48,7 +48,7 @@ def main(argv=None):
         raise SystemExit(f"{args.workdir} is a {cfg.data.name!r} run; this count needs the top-down world's moves")
     cfg.model.action_cond = True  # read the recorded moves whatever the denoiser uses
     length = cfg.data.topdown.length
-    tokens, _, actions = evaluate.heldout(cfg, args.workdir, cfg.data.topdown.num_test, length)
+    tokens, _, actions = heldout.load(cfg, args.workdir, cfg.data.topdown.num_test, length)
     for key, value in shift_stats(np.asarray(tokens), np.asarray(actions)).items():
         print(f"{key:32s} {value:.3f}")
 

@@ -36,7 +36,7 @@ def smoke_run(tmp_path_factory):
     tests write into the run) and reloads the stage results from it (every stage is skipped).
     """
     from configs import maze  # noqa: PLC0415
-    from maskflow_jax import pipeline  # noqa: PLC0415
+    from maskflow_jax.modes import pipeline  # noqa: PLC0415
 
     cfg = maze.get_config("smoke")
     base = tmp_path_factory.getbasetemp()
@@ -46,9 +46,9 @@ def smoke_run(tmp_path_factory):
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             if not (pristine / "REPORT.md").exists():
-                pipeline.run_pipeline(cfg, str(pristine))
+                pipeline.run(cfg, str(pristine))
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     workdir = tmp_path_factory.mktemp("smoke_run")
     shutil.copytree(pristine, workdir, dirs_exist_ok=True)
-    return cfg, str(workdir), pipeline.run_pipeline(cfg, str(workdir))
+    return cfg, str(workdir), pipeline.run(cfg, str(workdir))

@@ -31,7 +31,7 @@ if len(sys.argv) > 4 and pid == 1:
 runtime.check_hosts_agree("config", cfg.to_dict())
 data = structured_tokens(32, cfg.data.frames, 4, cfg.tokenizer.n_embed)
 ds = grain.MapDataset.source(list(data)).shuffle(seed=0).repeat()[pid::2].map(lambda x: {"tokens": x}).batch(4)
-state = loop.train_and_evaluate(cfg, workdir, batches=iter(ds.to_iter_dataset()), mesh=make_mesh(cfg.mesh))
+state = loop.train_denoiser(cfg, workdir, batches=iter(ds.to_iter_dataset()), mesh=make_mesh(cfg.mesh))
 params = jax.tree.leaves(state.params)
 local = [np.asarray(p.addressable_data(0)) for p in params]
 print("RESULT " + json.dumps({"pid": pid, "step": int(state.step), "sums": [float(x.sum()) for x in local]}))

@@ -10,6 +10,7 @@ from factories import tiny_config
 from flax import linen as nn
 
 from maskflow_jax import inference
+from maskflow_jax.data import heldout, maze
 from maskflow_jax.eval import prediction
 from maskflow_jax.models.latte import make_denoiser
 from maskflow_jax.parallel.mesh import make_mesh
@@ -143,23 +144,20 @@ def test_training_learns_to_use_actions():
 
 
 def test_heldout_actions_come_from_the_token_cache(smoke_run):
-    from maskflow_jax import evaluate  # noqa: PLC0415
-    from maskflow_jax.data import maze  # noqa: PLC0415
-
     cfg, workdir, _ = smoke_run
-    assert evaluate.heldout_actions(cfg, workdir, [0, 1], 10) is None  # not action-conditioned
+    assert heldout.actions(cfg, workdir, [0, 1], 10) is None  # not action-conditioned
     cfg = ml_collections.ConfigDict(cfg.to_dict())
     cfg.model.action_cond, cfg.data.use_actions = True, True
     length = cfg.data.maze.length
-    acts = evaluate.heldout_actions(cfg, workdir, [0, 1], length)
+    acts = heldout.actions(cfg, workdir, [0, 1], length)
     assert acts.shape == (2, length) and acts.dtype == np.int32
     assert set(np.unique(acts)) <= {maze.LEFT, maze.RIGHT, maze.FORWARD}
     assert len(np.unique(acts)) > 1  # a real trajectory, not padding
-    tokens, _, with_tokens = evaluate.heldout(cfg, workdir, 2, length)  # the same videos' tokens and actions
+    tokens, _, with_tokens = heldout.load(cfg, workdir, 2, length)  # the same videos' tokens and actions
     np.testing.assert_array_equal(with_tokens, acts)
     assert tokens.shape[:2] == (2, length)
-    with pytest.raises(ValueError, match="lower config.sampling.horizon"):
-        evaluate.heldout_actions(cfg, workdir, [0], length + 1)
+    with pytest.raises(ValueError, match="lower config.eval.horizons"):
+        heldout.actions(cfg, workdir, [0], length + 1)
 
 
 def test_action_align_cause_conditions_frame_f_on_the_move_into_it():

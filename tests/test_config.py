@@ -127,7 +127,7 @@ def test_vqf8_configs_input_sizes_and_uint8_rule():
     rounding.tokenizer.decode_uint8 = "round"
     with pytest.raises(ConfigError, match=r"config.tokenizer.decode_uint8: got 'round' but eval.protocol='maskflow'"):
         validate(rounding)
-    rounding.eval.protocol = "styleganv"  # a protocol that fixes no rule
+    rounding.eval.protocol = "fvd2048_16f"  # a protocol that fixes no rule
     validate(rounding)
     odd = maze.get_config()
     odd.tokenizer.decode_uint8 = "nearest"

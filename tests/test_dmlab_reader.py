@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from maskflow_jax.data import dmlab, h5cache, records
+from maskflow_jax.errors import DataError
 
 
 def _video(tag, t=6, size=8):
@@ -99,20 +100,20 @@ def _bad_files(tmp):
 def test_bad_file_errors_name_the_file(tmp_path, case):
     path, text = _bad_files(tmp_path)[case]
     image_size = 16 if case == "size" else None
-    with pytest.raises(dmlab.DataError) as err:
+    with pytest.raises(DataError) as err:
         dmlab.load_video(path, min_length=4, image_size=image_size)
     assert str(path) in str(err.value) and text in str(err.value)
     assert isinstance(err.value, ValueError)
 
 
 def test_bad_folders(tmp_path):
-    with pytest.raises(dmlab.DataError, match="does not exist"):
+    with pytest.raises(DataError, match="does not exist"):
         dmlab.list_split(tmp_path / "nope", "train")
     (tmp_path / "train" / "w0").mkdir(parents=True)
-    with pytest.raises(dmlab.DataError, match="contains no .npz") as err:
+    with pytest.raises(DataError, match="contains no .npz") as err:
         dmlab.list_split(tmp_path, "train")
     assert str(tmp_path / "train") in str(err.value)
-    with pytest.raises(dmlab.DataError, match="no split 'test'") as err:
+    with pytest.raises(DataError, match="no split 'test'") as err:
         dmlab.list_split(tmp_path, "test")
     assert "train" in str(err.value)  # lists what is there
 
@@ -124,13 +125,13 @@ def test_skip_corrupt_counts_and_strict_mode_raises(tmp_path):
     _write(root / "train" / "2.npz", 2, t=2)  # too short
     _write(root / "train" / "3.npz", 3)
     strict = dmlab.DmlabSplit(root, "train", min_length=4)
-    with pytest.raises(dmlab.DataError, match="1.npz"):
+    with pytest.raises(DataError, match="1.npz"):
         list(strict)
     lenient = dmlab.DmlabSplit(root, "train", min_length=4, skip_corrupt=True)
     assert _tags(lenient) == [1, 3] and len(lenient.skipped) == 2
     meta = records.prepare_split(lenient, tmp_path / "prep", "train")
     assert meta["count"] == 2 and len(meta["skipped"]) == 2
-    with pytest.raises(dmlab.DataError, match="1.npz"):
+    with pytest.raises(DataError, match="1.npz"):
         records.prepare_split(strict, tmp_path / "prep2", "train")
     assert not records.is_prepared(tmp_path / "prep2", "train")
 
@@ -158,14 +159,14 @@ def test_h5_token_cache(tmp_path):
                                          (np.array([[0, 2], [2, 10]]), "shorter than the 3")])
 def test_h5_cache_bad_index(tmp_path, index, text):
     path = _h5(tmp_path / "t.h5", np.zeros((10, 2, 2), np.int32), index)
-    with pytest.raises(dmlab.DataError) as err:
+    with pytest.raises(DataError) as err:
         h5cache.H5Cache(path, min_length=3)
     assert str(path) in str(err.value) and text in str(err.value)
 
 
 def test_h5_cache_not_hdf5(tmp_path):
     (tmp_path / "x.h5").write_bytes(b"nope")
-    with pytest.raises(dmlab.DataError, match="not a readable HDF5"):
+    with pytest.raises(DataError, match="not a readable HDF5"):
         h5cache.H5Cache(tmp_path / "x.h5")
 
 

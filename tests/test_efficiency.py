@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from configs import maze
-from maskflow_jax import config_validation, efficiency, inference
+from maskflow_jax import config_validation, inference
+from maskflow_jax.modes import efficiency
 from maskflow_jax.sampling.fm import fm_nfe
 from maskflow_jax.sampling.rollout import rollout_plan
 
@@ -24,13 +25,13 @@ def _cheap_features(videos):
 def eff(smoke_run):
     cfg, workdir, _ = smoke_run
     run = inference.load_run(workdir, cfg=cfg)
-    return cfg, workdir, run, efficiency.efficiency_mode(cfg, workdir, feature_fn=_cheap_features, run=run)
+    return cfg, workdir, run, efficiency.run(cfg, workdir, feature_fn=_cheap_features, loaded_run=run)
 
 
 def test_sweep_nfe_counts_chunks_times_steps(eff):
     cfg, _, _, res = eff
     e, s, t_w = cfg.eval.efficiency, cfg.sampling, cfg.data.frames
-    plan = rollout_plan(16, t_w, s.context, s.stride)  # smoke: 16-frame videos from 8-frame windows
+    plan = rollout_plan(18, t_w, s.context, s.stride)  # smoke: the clip [2, 18) after 2 context frames
     assert len(plan) == 3
     mgm = [r for r in res["fvd_vs_nfe"] if r["sampler"] == "mgm"]
     fm = [r for r in res["fvd_vs_nfe"] if r["sampler"] == "fm"]
@@ -41,7 +42,7 @@ def test_sweep_nfe_counts_chunks_times_steps(eff):
     for r in fm:
         assert r["chunks"] == len(plan) and r["nfe"] == r["chunks"] * fm_nfe(r["steps"], t_w)
     for r in res["fvd_vs_nfe"]:
-        assert r["length"] == 16 and r["num_videos"] == e.num_videos == 4
+        assert r["length"] == 18 and r["window"] == [2, 18] and r["num_videos"] == e.num_videos == 4
         assert np.isfinite(r["fvd"]) and r["fvd"] >= 0 and r["seconds_per_frame"] > 0 and np.isfinite(r["kvd"])
         assert r["feature"] == "custom feature_fn"
         assert 0 < r["motion"] < 255 and 0 < r["contrast"] < 255  # generated clips move and are not flat
@@ -75,13 +76,13 @@ def test_outputs_and_report_section_idempotent(eff):
     assert "| MGM | 4 | 3 | 12 |" in report and "| autoregressive | 24 | 3 |" in report
     assert "| FVD | KVD | motion | contrast | num videos |" in report
     real = {d["length"]: d for d in saved["settings"]["real_dynamics"]}
-    assert sorted(real) == [16, 24] and all(0 < d["motion"] < 255 and 0 < d["contrast"] < 255 for d in real.values())
-    assert f"Real held-out clips (the same frames): motion {real[16]['motion']:.1f}, contrast" in report
+    assert sorted(real) == [18, 24] and all(0 < d["motion"] < 255 and 0 < d["contrast"] < 255 for d in real.values())
+    assert f"Real held-out clips (the same frames): motion {real[18]['motion']:.1f}, contrast" in report
     assert f"length 24: motion {real[24]['motion']:.1f}, contrast {real[24]['contrast']:.1f}." in report
     mgm4 = next(r for r in saved["fvd_vs_nfe"] if r["label"] == "MGM" and r["steps"] == 4)
     assert f"| {mgm4['kvd']:.1f} | {mgm4['motion']:.1f} | {mgm4['contrast']:.1f} | 4 |" in report
 
-    efficiency.efficiency_mode(cfg, workdir, feature_fn=_cheap_features, run=run)  # rerun: replaced, not added
+    efficiency.run(cfg, workdir, feature_fn=_cheap_features, loaded_run=run)  # rerun: replaced, not added
     again = open(path).read()
     assert again.count("## Sampling efficiency") == 1 and again.count(efficiency.BEGIN) == 1
     head = report[:report.index(efficiency.BEGIN)]
@@ -91,10 +92,10 @@ def test_outputs_and_report_section_idempotent(eff):
 def test_unfinished_run_fails_with_the_fix(tmp_path):
     cfg = maze.get_config("smoke")
     with pytest.raises(FileNotFoundError, match=r"denoiser checkpoint.*REPORT\.md.*run the pipeline first"):
-        efficiency.efficiency_mode(cfg, str(tmp_path))
+        efficiency.run(cfg, str(tmp_path))
     (tmp_path / "checkpoints" / "30").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match=r"REPORT\.md is missing.*--mode=efficiency"):
-        efficiency.efficiency_mode(cfg, str(tmp_path))
+        efficiency.run(cfg, str(tmp_path))
 
 
 def test_config_validation_and_report_splice(tmp_path):

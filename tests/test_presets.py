@@ -86,7 +86,7 @@ def test_scanned_blocks_under_fsdp_tp_match_single_device():
 def test_checkpoint_moves_between_presets(tmp_path):
     data = structured_tokens(16, 4, 4, 16)
     cfg = _cfg("fsdp", train__steps=3, train__ckpt_every=3)
-    saved = loop.train_and_evaluate(cfg, str(tmp_path), batches=token_iterator(data, 8), mesh=make_mesh(cfg.mesh))
+    saved = loop.train_denoiser(cfg, str(tmp_path), batches=token_iterator(data, 8), mesh=make_mesh(cfg.mesh))
     other = _cfg("fsdp_tp", (2, 2, 2))
     trainer = build_trainer(other, make_mesh(other.mesh))
     manager = checkpoint.make_manager(os.path.join(tmp_path, "checkpoints"))

@@ -1,5 +1,7 @@
-"""The shift probe (maskflow_jax/eval/shift_probe.py): its videos move exactly as their actions say,
+"""The shift probe (scripts/shift_probe.py): its videos move exactly as their actions say,
 and its check scores fake models as the next-frame check defines."""
+import subprocess
+import sys
 import types
 
 import jax.numpy as jnp
@@ -8,7 +10,7 @@ import pytest
 
 from maskflow_jax import inference
 from maskflow_jax.data import records
-from maskflow_jax.eval import shift_probe
+from scripts import shift_probe
 from tests.factories import tiny_config
 
 V = 16  # codebook size; MASK = V
@@ -105,7 +107,7 @@ def _previous_frame_and_m(x):
 
 def test_check_without_a_probe_cache_names_the_build_command(tmp_path, monkeypatch):
     monkeypatch.setattr(inference, "saved_config", lambda workdir: tiny_config())
-    with pytest.raises(FileNotFoundError, match="shift_probe build"):
+    with pytest.raises(FileNotFoundError, match="scripts/shift_probe.py build"):
         shift_probe.check(str(tmp_path))
 
 
@@ -146,3 +148,10 @@ def test_check_passes_actions_and_a_shift_oracle_misses_only_the_entering_column
         assert r["accuracy"] == pytest.approx((moved == clips[:, m]).mean())
         # wrong at most on the entering column of a moving frame (it may match there by chance)
         assert 1 - (a != shift_probe.STAY).mean() / 4 <= r["accuracy"] and r["accuracy"] > r["copy_accuracy"]
+
+
+def test_the_old_module_path_still_runs_the_probe():
+    """`python -m maskflow_jax.eval.shift_probe` forwards to scripts/shift_probe.py (a temporary stub)."""
+    out = subprocess.run([sys.executable, "-m", "maskflow_jax.eval.shift_probe", "build", "--help"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "--source" in out.stdout, out.stderr[-2000:]

@@ -7,7 +7,7 @@ from flax import traverse_util
 from factories import tiny_config
 
 from configs import dmlab
-from maskflow_jax.data import maze, pipeline
+from maskflow_jax.data import loader, maze
 from maskflow_jax.parallel.mesh import make_mesh
 from maskflow_jax.tokenizer import train as tok_train
 from maskflow_jax.tokenizer.api import Tokenizer, to_uint8
@@ -164,8 +164,8 @@ def test_video_api_shapes_ranges_and_errors():
 def test_training_reaches_psnr_and_beats_untrained():
     cfg = small_tok_cfg()
     video, _ = maze.generate_trajectories(5, 4, 24)
-    frames = pipeline.resize_video(video.reshape(-1, 64, 64, 3), 16)
-    held_out = pipeline.resize_video(maze.generate_trajectories(6, 1, 16)[0][0], 16)
+    frames = loader.resize_video(video.reshape(-1, 64, 64, 3), 16)
+    held_out = loader.resize_video(maze.generate_trajectories(6, 1, 16)[0][0], 16)
     _, init, step = tok_train.make_tokenizer_trainer(cfg.tokenizer, 16)
     step = jax.jit(step)
     state = jax.jit(init)(jax.random.key(0))
@@ -188,7 +188,7 @@ def test_training_reaches_psnr_and_beats_untrained():
 def test_discriminator_runs_only_when_the_gan_is_on():
     """disc_start = -1 never runs the PatchGAN (its parameters stay put, adversarial terms are 0);
     disc_start = 1 leaves step 0 untouched and trains the discriminator from step 1."""
-    frames = jnp.asarray(pipeline.resize_video(maze.generate_trajectories(5, 1, 4)[0][0], 16))
+    frames = jnp.asarray(loader.resize_video(maze.generate_trajectories(5, 1, 4)[0][0], 16))
     moved = {}
     for start in (-1, 1):
         cfg = small_tok_cfg()
@@ -213,7 +213,7 @@ def test_train_tokenizer_mode_end_to_end(tmp_path):
     cfg = small_tok_cfg(32)
     cfg.tokenizer.train.steps, cfg.tokenizer.train.ckpt_every, cfg.tokenizer.train.image_every = 20, 10, 10
     cfg.data.maze.num_train, cfg.data.maze.num_test, cfg.data.maze.length = 8, 2, 8
-    pipeline.prepare_data(cfg, str(tmp_path))
+    loader.prepare_data(cfg, str(tmp_path))
     cfg.mesh.shape = (2, 1, 1)
     summary = tok_train.train_tokenizer(cfg, str(tmp_path), mesh=make_mesh(cfg.mesh, devices=jax.devices()[:2]))
     assert summary["heldout_psnr"] > 5 and 0 < summary["code_usage"] <= 1

@@ -6,7 +6,7 @@ from factories import tiny_config
 import jax
 
 from maskflow_jax.config_validation import ConfigError
-from maskflow_jax.data import pipeline, records, tokens
+from maskflow_jax.data import loader, records, tokens
 from maskflow_jax.parallel.mesh import make_mesh
 from maskflow_jax.train import loop
 
@@ -23,7 +23,7 @@ def prepared(tmp_path):
     cfg = tiny_config(data__batch_size=4)
     cfg.data.maze.num_train, cfg.data.maze.num_test, cfg.data.maze.length = 20, 4, 12
     workdir = str(tmp_path)
-    pipeline.prepare_data(cfg, workdir)
+    loader.prepare_data(cfg, workdir)
     return cfg, workdir
 
 
@@ -47,9 +47,9 @@ def test_tokenize_resumes_without_duplicates(prepared, monkeypatch):
     # The first (finished) part was not recomputed: 20 videos + the 1 interrupted call, not 24.
     assert calls["n"] - seen_before == 20 - 3 + 0 and seen_before == 5
     src = records.RecordSource(tokens.token_dir(cfg, workdir), "train")
-    pixels = records.RecordSource(pipeline.resolve_prepared_dir(cfg.data, workdir), "train")
+    pixels = records.RecordSource(loader.resolve_prepared_dir(cfg.data, workdir), "train")
     for i in (0, 7, 19):
-        expected = _fake_encode(pipeline.resize_video(np.asarray(pixels[i]["video"]), cfg.data.resize_to))
+        expected = _fake_encode(loader.resize_video(np.asarray(pixels[i]["video"]), cfg.data.resize_to))
         np.testing.assert_array_equal(src[i]["video"], expected)
 
 
@@ -62,7 +62,7 @@ def test_training_reads_token_clips(prepared):
     assert batch["tokens"].max() < cfg.tokenizer.n_embed
     cfg.train.steps = 2
     with pytest.raises(ConfigError, match="config.data.batch_size"):
-        loop.train_and_evaluate(cfg, workdir, batches=it)  # 4 clips cannot split over 8 devices
+        loop.train_denoiser(cfg, workdir, batches=it)  # 4 clips cannot split over 8 devices
     cfg.mesh.shape = (2, 1, 1)
-    state = loop.train_and_evaluate(cfg, workdir, batches=it, mesh=make_mesh(cfg.mesh, devices=jax.devices()[:2]))
+    state = loop.train_denoiser(cfg, workdir, batches=it, mesh=make_mesh(cfg.mesh, devices=jax.devices()[:2]))
     assert int(state.step) == 2

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from maskflow_jax.data import pipeline, topdown
+from maskflow_jax.data import loader, topdown
 
 T = topdown
 
@@ -58,7 +58,7 @@ def test_a_move_shifts_the_view_by_exactly_one_tile_as_the_recorded_action_says(
 def test_moves_shift_the_32px_tokens_grid_exactly_after_the_resize(small):
     """Resized 64 -> 32 as the default config does, one move is a shift of exactly 4 pixels (one token)."""
     video, actions = small
-    small32 = pipeline.resize_video(video[0], 32).astype(np.int16)
+    small32 = loader.resize_video(video[0], 32).astype(np.int16)
     f = int(np.argmax(actions[0] == T.EAST))
     assert actions[0, f] == T.EAST
     # moving east: the view's content moves one tile to the left
@@ -81,7 +81,7 @@ def test_procedural_data_for_the_topdown_config(tmp_path):
     from configs import topdown as cfg_mod
 
     cfg = cfg_mod.get_config("smoke")
-    out = pipeline.ensure_procedural_data(cfg.data, tmp_path)
+    out = loader.ensure_procedural_data(cfg.data, tmp_path)
     assert out["train"]["count"] == cfg.data.topdown.num_train
     assert out[cfg.data.eval_split]["count"] == cfg.data.topdown.num_test
     assert (tmp_path / "data" / "raw" / "train" / "topdown.json").is_file()

@@ -87,15 +87,15 @@ class _KillAt:
 def test_kill_and_resume_matches_uninterrupted(tmp_path, data):
     cfg = tiny_config(train__steps=8, train__ckpt_every=100)
     mesh = _mesh((2, 1, 1))
-    full = loop.train_and_evaluate(cfg, str(tmp_path / "full"), batches=token_iterator(data, 8), mesh=mesh)
+    full = loop.train_denoiser(cfg, str(tmp_path / "full"), batches=token_iterator(data, 8), mesh=mesh)
 
     workdir = str(tmp_path / "killed")
-    killed = loop.train_and_evaluate(cfg, workdir, batches=_KillAt(token_iterator(data, 8), at=3), mesh=mesh)
+    killed = loop.train_denoiser(cfg, workdir, batches=_KillAt(token_iterator(data, 8), at=3), mesh=mesh)
     assert int(killed.step) == 3, "SIGTERM should stop the run right after the step in flight"
     manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"))
     assert manager.latest_step() == 3
     manager.close()
-    resumed = loop.train_and_evaluate(cfg, workdir, batches=token_iterator(data, 8), mesh=mesh)
+    resumed = loop.train_denoiser(cfg, workdir, batches=token_iterator(data, 8), mesh=mesh)
     assert int(resumed.step) == 8
     for a, b in zip(_leaves(resumed.params), _leaves(full.params)):
         np.testing.assert_array_equal(a, b)
@@ -108,7 +108,7 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, data):
 def test_checkpoint_from_8_devices_restores_on_1_and_damaged_latest_falls_back(tmp_path, data):
     cfg = tiny_config(train__steps=6, train__ckpt_every=3)
     workdir = str(tmp_path / "run")
-    trained = loop.train_and_evaluate(cfg, workdir, batches=token_iterator(data, 8), mesh=_mesh((4, 2, 1)))
+    trained = loop.train_denoiser(cfg, workdir, batches=token_iterator(data, 8), mesh=_mesh((4, 2, 1)))
     one = build_trainer(cfg, _mesh((1, 1, 1)))
     manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"))
     assert sorted(manager.all_steps()) == [3, 6]
@@ -134,7 +134,7 @@ def test_checkpoint_from_8_devices_restores_on_1_and_damaged_latest_falls_back(t
 def test_non_finite_loss_stops_with_step_and_checkpoint(tmp_path, data):
     cfg = tiny_config(train__steps=6, train__ckpt_every=2, train__log_every=1, train__lr=1e38)
     with pytest.raises(loop.NonFiniteLossError, match=r"at step \d+; (the last good checkpoint is step \d+|no checkpoint was written yet)"):
-        loop.train_and_evaluate(cfg, str(tmp_path / "nan"), batches=token_iterator(data, 8), mesh=_mesh((1, 1, 1)))
+        loop.train_denoiser(cfg, str(tmp_path / "nan"), batches=token_iterator(data, 8), mesh=_mesh((1, 1, 1)))
 
 
 def test_gradient_accumulation_equals_full_batch(data):

@@ -14,7 +14,8 @@ from PIL import Image
 
 from configs import ffs
 from maskflow_jax import config_validation
-from maskflow_jax.data import dmlab, pipeline, records, tokens, video_folder
+from maskflow_jax.errors import DataError
+from maskflow_jax.data import loader, records, tokens, video_folder
 
 av = pytest.importorskip("av", reason="PyAV is the [video] extra: pip install -e '.[video]'")
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,14 +132,14 @@ def test_flat_root_is_one_split_and_missing_split_errors(tmp_path):
     assert names == ["b.webm", "x/a.mp4"]
     assert [c.name for c in video_folder.list_split(tmp_path / "flat", "test")[1]] == names
     _write_video(tmp_path / "only_train" / "train" / "a.mp4", _frames(4))
-    with pytest.raises(dmlab.DataError, match="config.data.eval_split") as err:
+    with pytest.raises(DataError, match="config.data.eval_split") as err:
         video_folder.list_split(tmp_path / "only_train", "test")
     assert "['train']" in str(err.value)
-    with pytest.raises(dmlab.DataError, match="not a folder or a .zip"):
+    with pytest.raises(DataError, match="not a folder or a .zip"):
         video_folder.list_split(tmp_path / "nothing", "train")
     (tmp_path / "npz").mkdir()
     np.savez(tmp_path / "npz" / "0.npz", video=_frames(2))
-    with pytest.raises(dmlab.DataError, match="data.name='dmlab'"):
+    with pytest.raises(DataError, match="data.name='dmlab'"):
         video_folder.list_split(tmp_path / "npz", "train")
 
 
@@ -168,11 +169,11 @@ def test_bad_clips_named_and_skip_and_count(tmp_path):
     split = video_folder.VideoFolderSplit(tmp_path, "train", size=16, min_length=6)
     by_name = {c.name: i for i, c in enumerate(split.clips)}
     for clip, (name, text) in bad.items():
-        with pytest.raises(dmlab.DataError) as err:
+        with pytest.raises(DataError) as err:
             split[by_name["train/" + clip]]
         assert str(tmp_path / "train" / name) in str(err.value) and re.search(text, str(err.value))
         assert "skip_corrupt" in str(err.value) or "data.frames" in str(err.value)
-    with pytest.raises(dmlab.DataError, match="cut.avi"):  # strict: the first bad clip in order
+    with pytest.raises(DataError, match="cut.avi"):  # strict: the first bad clip in order
         list(split)
     lenient = video_folder.VideoFolderSplit(tmp_path, "train", size=16, min_length=6, skip_corrupt=True)
     kept = list(lenient)
@@ -195,26 +196,26 @@ def test_prepare_records_and_train_clips(tmp_path):
         _write_video(root / "train" / f"{i}.mp4", _frames(10, tag=i))
     _write_video(root / "test" / "0.webm", _frames(9, tag=5), "libvpx")
     d = _data_cfg(root, tmp_path)
-    out = pipeline.ensure_prepared(d)
+    out = loader.ensure_prepared(d)
     assert out["train"] == {"count": 3, "skipped": 0} and out["test"]["count"] == 1
     src = records.RecordSource(tmp_path / "prepared", "train")
     assert src.lengths.tolist() == [10, 10, 10] and src[1]["video"].shape == (10, 32, 32, 3)
-    b = next(pipeline.make_train_iterator(d, seed=0))
+    b = next(loader.make_train_iterator(d, seed=0))
     assert b["video"].shape == (2, 4, 32, 32, 3) and b["video"].dtype == np.uint8
     for k in range(2):
         red = _red(b["video"][k])
         assert np.allclose(np.diff(red), 24, atol=4)  # frame_skip 2: every other frame, in order
         assert abs(b["video"][k, ..., 2].mean() - 40 * b["index"][k]) < 4  # record i = i-th sorted file
     stamp = (tmp_path / "prepared" / "train.json").stat().st_mtime_ns
-    pipeline.prepare_data(_cfg_with(d), None)
+    loader.prepare_data(_cfg_with(d), None)
     assert (tmp_path / "prepared" / "train.json").stat().st_mtime_ns == stamp  # unchanged source: no rebuild
     _write_video(root / "train" / "3.mp4", _frames(10, tag=3))
-    assert pipeline.ensure_prepared(d)["train"]["count"] == 4  # a new file: rebuilt
+    assert loader.ensure_prepared(d)["train"]["count"] == 4  # a new file: rebuilt
 
     _write_video(root / "train" / "4.mp4", _frames(3, tag=4))  # too short for 4 frames x skip 2 = 7
-    with pytest.raises(dmlab.DataError, match="4.mp4"):
-        pipeline.ensure_prepared(d)
-    out = pipeline.ensure_prepared(_data_cfg(root, tmp_path, skip_corrupt=True))
+    with pytest.raises(DataError, match="4.mp4"):
+        loader.ensure_prepared(d)
+    out = loader.ensure_prepared(_data_cfg(root, tmp_path, skip_corrupt=True))
     assert out["train"] == {"count": 4, "skipped": 1}
     meta = records.read_metadata(tmp_path / "prepared", "train")
     assert [Path(p).name for p in meta["skipped"]] == ["4.mp4"]
@@ -292,13 +293,13 @@ def test_ffs_smoke_trains_from_raw_videos(tmp_path):
     config_validation.validate(cfg, num_devices=1)
     workdir = str(tmp_path / "run")
     mesh = make_mesh(cfg.mesh, devices=jax.devices()[:1])
-    out = pipeline.prepare_data(cfg, workdir)
+    out = loader.prepare_data(cfg, workdir)
     assert out["train"]["count"] == 4 and out["test"]["count"] == 1
     assert tok_train.train_tokenizer(cfg, workdir, mesh=mesh)["heldout_psnr"] > 0
     tok = tok_train.load_tokenizer(cfg, workdir)
     meta = tokens.tokenize_split(cfg, workdir, cfg.data.train_split, tok.encode, progress=False)
     assert meta["count"] == 4 and meta["keys"]["video"] == ["<i4", [None, 16, 16]]
-    state = loop.train_and_evaluate(cfg, workdir, batches=tokens.make_token_iterator(cfg, workdir), mesh=mesh)
+    state = loop.train_denoiser(cfg, workdir, batches=tokens.make_token_iterator(cfg, workdir), mesh=mesh)
     assert int(state.step) == 2
     lines = (Path(workdir) / "train_metrics.jsonl").read_text().splitlines()
     assert lines and all(math.isfinite(json.loads(x)["loss"]) for x in lines if "loss" in json.loads(x))

@@ -17,14 +17,12 @@ from pathlib import Path
 import numpy as np
 from absl import logging
 
+from maskflow_jax.errors import DataError
+
 SPLIT_ALIASES = {"train": ("train", "training"), "training": ("training", "train"),
                  "test": ("test", "validation"), "validation": ("validation", "test")}
 EXPECTED = ("an .npz (np.savez[_compressed], no pickles) with 'video' uint8 (T, H, W, 3) and "
             "optional integer 'actions' (T,)")
-
-
-class DataError(ValueError):
-    """A data file or folder is missing, unreadable or has the wrong format (the message names it)."""
 
 
 def list_split(root, split):

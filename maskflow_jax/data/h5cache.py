@@ -6,7 +6,7 @@ pixels (T, H, W, 3), ready for `records.prepare_split`.
 """
 import numpy as np
 
-from maskflow_jax.data.dmlab import DataError
+from maskflow_jax.errors import DataError
 
 EXPECTED = ("an HDF5 file with 'video' int (ΣT, h, w) tokens or uint8 (ΣT, 3, H, W) pixels and "
             "'start_index_list' int (N, 2) of [start, end) rows")

@@ -22,6 +22,7 @@ import numpy as np
 from absl import logging
 
 from maskflow_jax.data import dmlab
+from maskflow_jax.errors import DataError
 
 MAGIC = b"MFR1"
 FORMAT = "maskflow-records/1"
@@ -51,7 +52,7 @@ def encode(example):
 def decode(data):
     """Inverse of `encode`: dict of read-only numpy arrays viewing `data` (no copy)."""
     if data[:4] != MAGIC:
-        raise dmlab.DataError(f"record does not start with {MAGIC!r}: not written by "
+        raise DataError(f"record does not start with {MAGIC!r}: not written by "
                               "maskflow_jax.data.records (delete the prepared folder to rebuild)")
     (size,) = struct.unpack_from("<I", data, 4)
     base = 8 + size
@@ -71,12 +72,12 @@ def read_metadata(out_dir, split):
     """The split's metadata dict; DataError naming the file and the fix if it is missing."""
     path = metadata_path(out_dir, split)
     if not path.is_file():
-        raise dmlab.DataError(f"{path}: missing, so split {split!r} is not prepared (or its prepare "
+        raise DataError(f"{path}: missing, so split {split!r} is not prepared (or its prepare "
                               "was interrupted); run `ensure_prepared(...)` / --mode=prepare_data, or "
                               "point config.data.prepared_dir at a prepared folder")
     meta = json.loads(path.read_text())
     if meta.get("format") != FORMAT:
-        raise dmlab.DataError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}; delete "
+        raise DataError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}; delete "
                               f"{Path(out_dir)} to prepare it again")
     return meta
 
@@ -86,7 +87,7 @@ def is_prepared(out_dir, split, fingerprint=None):
     `fingerprint` equals the recorded one."""
     try:
         meta = read_metadata(out_dir, split)
-    except (dmlab.DataError, ValueError):
+    except (DataError, ValueError):
         return False
     if fingerprint is not None and meta.get("fingerprint") != _jsonable(fingerprint):
         return False
@@ -112,12 +113,12 @@ class _Spec:
         spec = {k: (v.dtype.str, tuple(v.shape)) for k, v in example.items() if v is not None}
         lengths = {v[1][0] if v[1] else None for v in spec.values()}
         if len(lengths) != 1 or None in lengths:
-            raise dmlab.DataError(f"{where}: arrays {spec} must share a leading time axis T")
+            raise DataError(f"{where}: arrays {spec} must share a leading time axis T")
         if self.keys is None:
             self.keys = {k: [d, [None, *s[1:]]] for k, (d, s) in spec.items()}
         elif set(spec) != set(self.keys) or any(
                 [d, [None, *s[1:]]] != self.keys[k] for k, (d, s) in spec.items()):
-            raise dmlab.DataError(f"{where}: arrays {spec} differ from the first record's "
+            raise DataError(f"{where}: arrays {spec} differ from the first record's "
                                   f"{self.keys} (same keys, dtypes and frame shapes needed)")
         self.lengths.append(int(lengths.pop()))
 
@@ -136,7 +137,7 @@ def _load_files(paths, *, min_length, image_size, skip_corrupt, skipped, workers
         try:
             video, actions = dmlab.load_video(path, min_length=min_length, image_size=image_size)
             return {"video": video, "actions": actions}
-        except dmlab.DataError as err:
+        except DataError as err:
             if not skip_corrupt:
                 raise
             return err
@@ -154,7 +155,7 @@ def _load_files(paths, *, min_length, image_size, skip_corrupt, skipped, workers
             if nxt is not None:
                 pending.append((nxt, pool.submit(load, nxt)))
             result = fut.result()
-            if isinstance(result, dmlab.DataError):
+            if isinstance(result, DataError):
                 skipped.append(str(path))
                 logging.warning("skipping bad file (%d so far): %s", len(skipped), result)
                 continue
@@ -219,7 +220,7 @@ def prepare_split(source, out_dir, split, *, min_length=1, image_size=None, skip
             (out_dir / (name + tag)).unlink(missing_ok=True)
         raise
     if not shards:
-        raise dmlab.DataError(f"prepare_split({split!r}): the source yielded no valid videos "
+        raise DataError(f"prepare_split({split!r}): the source yielded no valid videos "
                               f"({len(skipped)} skipped); check config.data.root")
     for name in shards:
         os.replace(out_dir / (name + tag), out_dir / name)

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from maskflow_jax.data import pipeline, records
+from maskflow_jax.data import loader, records
 from maskflow_jax.data.procedural import save_npz
 
 PART_VIDEOS = 16
@@ -39,7 +39,7 @@ def tokenize_split(cfg, workdir, split, encode_fn, progress=True):
                    "tokenizer": cfg.tokenizer.init_from or os.path.join(workdir, "tokenizer")}
     if records.is_prepared(out, split, fingerprint):
         return records.read_metadata(out, split)
-    source = records.RecordSource(pipeline.resolve_prepared_dir(cfg.data, workdir), split)
+    source = records.RecordSource(loader.resolve_prepared_dir(cfg.data, workdir), split)
     n = len(source)
     parts = range(0, -(-n // PART_VIDEOS))
     mine = [k for k in parts if k % jax.process_count() == jax.process_index()]
@@ -55,7 +55,7 @@ def tokenize_split(cfg, workdir, split, encode_fn, progress=True):
             arrays = {}
             for i in range(k * PART_VIDEOS, min(n, (k + 1) * PART_VIDEOS)):
                 item = source[i]
-                video = pipeline.resize_video(np.asarray(item["video"]), cfg.data.resize_to)
+                video = loader.resize_video(np.asarray(item["video"]), cfg.data.resize_to)
                 arrays[f"video_{i}"] = np.asarray(encode_fn(video), np.int32)
                 if item.get("actions") is not None:
                     arrays[f"actions_{i}"] = np.asarray(item["actions"])
@@ -105,23 +105,22 @@ class TokenClips:
 
 
 def make_token_iterator(cfg, workdir, split=None):
-    """The training iterator over token clips of the cache (see `pipeline.make_train_iterator`)."""
+    """The training iterator over token clips of the cache (see `loader.make_train_iterator`)."""
     out = token_dir(cfg, workdir)
     meta = records.read_metadata(out, split or cfg.data.train_split)
     logging.info("token clips from %s (%d videos)", out, meta["count"])
     # Token clips (T, h, w) are never resized: the pipeline resizes only (T, H, W, 3) pixels.
-    inner = pipeline.make_train_iterator(cfg.data, split, seed=cfg.seed, prepared_dir=out)
+    inner = loader.make_train_iterator(cfg.data, split, seed=cfg.seed, prepared_dir=out)
     return TokenClips(inner, cfg.data.use_actions)
 
 
-def tokenize_dataset(cfg, workdir):
-    """`--mode=tokenize`: prepares the pixel splits if needed, then caches tokens of the train and
-    eval splits with the run's tokenizer (trained, or imported via tokenizer.init_from)."""
-    from maskflow_jax.tokenizer.train import load_tokenizer  # noqa: PLC0415 - heavy, mode-specific
+def tokenize_dataset(cfg, workdir, encode_fn):
+    """Prepares the pixel splits if needed, then caches the tokens of the train and eval splits.
 
-    pipeline.prepare_data(cfg, workdir)
-    tok = load_tokenizer(cfg, workdir)
-    metas = {split: tokenize_split(cfg, workdir, split, tok.encode)
+    encode_fn: the run's tokenizer's encode (trained, or imported via tokenizer.init_from), as in tokenize_split.
+    """
+    loader.prepare_data(cfg, workdir)
+    metas = {split: tokenize_split(cfg, workdir, split, encode_fn)
              for split in (cfg.data.train_split, cfg.data.eval_split)}
     counts = {split: meta["count"] for split, meta in metas.items()}
     return {"summary": f"tokens of {counts} videos in {token_dir(cfg, workdir)}", "counts": counts}

@@ -24,7 +24,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from absl import logging
 
-from maskflow_jax.data.dmlab import SPLIT_ALIASES, DataError
+from maskflow_jax.data.dmlab import SPLIT_ALIASES
+from maskflow_jax.errors import DataError
 
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")

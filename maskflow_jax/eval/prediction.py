@@ -13,10 +13,13 @@ A model that has learnt camera motion beats `copy_accuracy` and has a clearly po
 `changed_accuracy`; one at `accuracy ≈ copy_accuracy` and `changed_accuracy ≈ 0` can only freeze or
 blur when sampled.
 """
-import numpy as np
+import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from maskflow_jax.report import cell
 
 
 TIME_INPUTS = ("clean", "unmasked_fraction")  # the sampler's conventions (config.sampling.time_input)
@@ -88,7 +91,8 @@ def next_frame_accuracy(logits_fn, tokens, context, mask_id, time_input="clean",
         raise ValueError(f"token ids must be in [0, {mask_id}) (mask_id = vocabulary size without MASK); got "
                          f"[{tokens.min()}, {tokens.max()}]")
     if actions is not None and np.shape(actions) != tokens.shape[:2]:
-        raise ValueError(f"actions must be (N, F) = {tokens.shape[:2]}, one per clip frame; got shape {np.shape(actions)}")
+        raise ValueError(f"actions must be (N, F) = {tokens.shape[:2]}, one per clip frame; got shape "
+                         f"{np.shape(actions)}")
     preds, nlls = [], []
     for i in range(0, len(tokens), batch_size):
         clip = tokens[i:i + batch_size]
@@ -120,3 +124,58 @@ def _tally(pred, truth, previous):
             "copy_accuracy": float(np.mean(previous == truth)) if total else float("nan"),
             "changed_accuracy": float(np.sum((pred == truth) & moved) / changed) if changed else float("nan"),
             "changed_fraction": changed / total if total else float("nan")}
+
+
+def check_run(cfg, run, real_tokens, actions=None):
+    """The next-frame checks of a run (an inference.Run: apply_fn and params) on every clip-length window
+    of the held-out token videos (N, L, h, w) (with their actions (N, L) for an action-conditioned run),
+    given m = sampling.context and m = F - 1 real frames: with both time inputs (the configured one
+    first), and, for m < F - 1, the "future visible" control (frame m + 1 shown) with the configured one.
+    Returns a list of next_frame_accuracy result dicts."""
+    f = cfg.data.frames
+    n, length = real_tokens.shape[:2]
+    k = length // f
+    clips = np.asarray(real_tokens)[:, :k * f].reshape((n * k, f) + real_tokens.shape[2:])
+    clip_actions = None if actions is None else np.asarray(actions)[:, :k * f].reshape(n * k, f)
+    apply = functools.partial(jax.jit(run.apply_fn()), run.params)
+    configured = cfg.sampling.time_input
+    inputs = [configured] + [x for x in TIME_INPUTS if x != configured]
+    kw = dict(mask_id=cfg.tokenizer.n_embed, batch_size=cfg.eval.batch_size, actions=clip_actions)
+    out = []
+    for m in sorted({cfg.sampling.context, f - 1}):
+        if not 1 <= m < f:
+            continue
+        out += [next_frame_accuracy(apply, clips, m, time_input=x, **kw) for x in inputs]
+        if m < f - 1:
+            out.append(next_frame_accuracy(apply, clips, m, time_input=configured, visible_future=True, **kw))
+    return out
+
+
+def report_lines(checks, configured):
+    """REPORT.md lines (markdown) for the results of check_run; `configured` is the sampler's time input."""
+    lines = ["", f"## Next-frame token prediction (teacher-forced, {checks[0]['num_clips']} held-out clips)", "",
+             "The denoiser's argmax for frame m given m real frames (the rest masked), against repeating frame "
+             "m - 1, and the cross-entropy (nats) of the true token on the tokens that change and on those that "
+             "stay. A model that has learnt the motion beats the copy baseline and is right on a clear share "
+             "of the changed tokens; a model at the copy baseline can only freeze or blur when sampled. "
+             f"Time input: what the network is told about the frames' times (`{configured}` is the sampler's). "
+             "'frame m + 1 shown' is a control the sampler never sees: how much the model leans on a visible "
+             "later frame.", "",
+             "| m | time input | frame m + 1 | accuracy | copy previous frame | accuracy on changed tokens | "
+             "NLL changed | NLL unchanged | changed tokens |", "|---|---|---|---|---|---|---|---|---|"]
+    for c in checks:
+        lines.append(f"| {c['context']} | {c['time_input']} | {'shown' if c.get('visible_future') else 'masked'} | "
+                     f"{c['accuracy']:.3f} | {c['copy_accuracy']:.3f} | {c['changed_accuracy']:.3f} | "
+                     f"{cell(c, 'nll_changed', '.2f')} | {cell(c, 'nll_unchanged', '.2f')} | "
+                     f"{c['changed_fraction']:.3f} |")
+    split = [c for c in checks
+             if c.get("by_action") and c["time_input"] == configured and not c.get("visible_future")]
+    if split:
+        lines += ["", f"By the move into frame m (actions[m - 1]; time input `{configured}`):", "",
+                  "| m | action | clips | accuracy | copy previous frame | accuracy on changed tokens | "
+                  "changed tokens |", "|---|---|---|---|---|---|---|"]
+        for c in split:
+            for a, r in sorted(c["by_action"].items()):
+                lines.append(f"| {c['context']} | {a} | {r['count']} | {r['accuracy']:.3f} | "
+                             f"{r['copy_accuracy']:.3f} | {r['changed_accuracy']:.3f} | {r['changed_fraction']:.3f} |")
+    return lines

@@ -16,7 +16,8 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from maskflow_jax import checkpoint
-from maskflow_jax.data import pipeline
+from maskflow_jax.data import loader
+from maskflow_jax.tokenizer import convert_ldm
 from maskflow_jax.parallel.mesh import batch_sharding, batch_shards, make_mesh
 from maskflow_jax.tokenizer.api import Tokenizer, to_unit
 from maskflow_jax.tokenizer.model import make_vq_model
@@ -25,6 +26,7 @@ from maskflow_jax.train.metrics import MetricWriter
 from maskflow_jax.train.state import ema_decay_at, ema_update
 
 RESTART_EVERY = 100  # steps between dead-code restarts (codes unused over that window restart)
+STATE_VERSION = 1  # of TokState: bump when its fields change; saved with and checked on every checkpoint
 
 
 class PatchDiscriminator(nn.Module):
@@ -140,7 +142,7 @@ def _frame_iterator(cfg, workdir, split, batch_size):
     """Shuffled single frames at data.resize_to: batches {"video": (b, 1, H, W, 3)}."""
     data_cfg = cfg.data.copy_and_resolve_references()
     data_cfg.frames, data_cfg.frame_skip, data_cfg.batch_size = 1, 1, batch_size
-    return pipeline.make_train_iterator(data_cfg, split, seed=cfg.seed + 1, workdir=workdir)
+    return loader.make_train_iterator(data_cfg, split, seed=cfg.seed + 1, workdir=workdir)
 
 
 def _save_recon_png(path, frames, recon):
@@ -172,7 +174,8 @@ def train_tokenizer(cfg, workdir, mesh=None):
     manager = checkpoint.make_manager(os.path.join(out, "checkpoints"), keep=2)
     writer = MetricWriter(out, enabled=jax.process_index() == 0, prefix="tokenizer")
     try:
-        restored = checkpoint.restore_latest(manager, checkpoint.abstract_target(abstract, shardings), frames_it)
+        restored = checkpoint.restore_latest(manager, checkpoint.abstract_target(abstract, shardings), frames_it,
+                                              version=STATE_VERSION)
         state = init_j(jax.random.key(cfg.seed)) if restored is None else restored[1]
         from tqdm import tqdm
 
@@ -194,7 +197,8 @@ def train_tokenizer(cfg, workdir, mesh=None):
                 tok = Tokenizer(cfg.tokenizer, jax.device_get(state.ema_params), res)
                 _save_recon_png(os.path.join(out, f"recon_{done:06d}.png"), batch, tok.decode(tok.encode(batch)))
             if done % tcfg.ckpt_every == 0 or done == tcfg.steps:
-                checkpoint.save(manager, done, state, {"kind": "tokenizer", "config": cfg.to_dict()}, frames_it)
+                checkpoint.save(manager, done, state, {"kind": "tokenizer", "config": cfg.to_dict()}, frames_it,
+                                version=STATE_VERSION)
         bar.close()
         manager.wait_until_finished()
     finally:
@@ -210,7 +214,7 @@ def train_tokenizer(cfg, workdir, mesh=None):
 def evaluate_tokenizer(cfg, workdir, params, max_frames=512):
     """Held-out reconstruction PSNR and codebook usage/perplexity of `params` on data.eval_split."""
     tok = Tokenizer(cfg.tokenizer, params, cfg.data.resize_to)
-    it = pipeline.make_eval_iterator(cfg.data, cfg.data.eval_split, batch_size=jax.process_count(), workdir=workdir)
+    it = loader.make_eval_iterator(cfg.data, cfg.data.eval_split, batch_size=jax.process_count(), workdir=workdir)
     frames = []
     for batch in it:
         clips = np.asarray(batch["video"])[np.asarray(batch["valid"])]  # (b, F, H, W, 3)
@@ -234,10 +238,8 @@ def load_tokenizer(cfg, workdir):
     the run's trained tokenizer."""
     res = cfg.data.resize_to
     if cfg.tokenizer.init_from:
-        from maskflow_jax.tokenizer.convert_ldm import check_config, load_converted
-
-        params, saved = load_converted(cfg.tokenizer.init_from)
-        check_config(saved, cfg.tokenizer, cfg.tokenizer.init_from)
+        params, saved = convert_ldm.load_converted(cfg.tokenizer.init_from)
+        convert_ldm.check_config(saved, cfg.tokenizer, cfg.tokenizer.init_from)
         return Tokenizer(cfg.tokenizer, params, res)
     _, init, _ = make_tokenizer_trainer(cfg.tokenizer, res)
     abstract = jax.eval_shape(init, jax.random.key(0))
@@ -245,7 +247,8 @@ def load_tokenizer(cfg, workdir):
     shardings = jax.tree.map(lambda _: one, abstract)
     manager = checkpoint.make_manager(os.path.join(tokenizer_dir(workdir), "checkpoints"))
     try:
-        restored = checkpoint.restore_latest(manager, checkpoint.abstract_target(abstract, shardings))
+        restored = checkpoint.restore_latest(manager, checkpoint.abstract_target(abstract, shardings),
+                                              version=STATE_VERSION)
     finally:
         manager.close()
     if restored is None:

@@ -2,10 +2,7 @@
 
 Stages: mesh and trainer -> data iterator over token clips -> resume (latest readable checkpoint,
 else a fresh init) -> steps with metrics to stdout / JSONL / TensorBoard and a progress bar ->
-checkpoints every `train.ckpt_every` steps, at the end, and on SIGTERM/SIGINT. With
-`train.max_seconds` > 0 the run also stops (checkpointed, resumable) at the first step that ends past
-that many seconds of wall time since its first step began (compilation included): a run of a fixed
-duration, as on a lent accelerator (benchmarks/accelerator.py).
+checkpoints every `train.ckpt_every` steps, at the end, and on SIGTERM/SIGINT.
 """
 import contextlib
 import os
@@ -18,9 +15,11 @@ import numpy as np
 from absl import logging
 
 from maskflow_jax import checkpoint
+from maskflow_jax.data import tokens as token_data
 from maskflow_jax.parallel.mesh import make_mesh
 from maskflow_jax.train.metrics import MetricWriter
 from maskflow_jax.train.setup import build_trainer
+from maskflow_jax.train.state import STATE_VERSION
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -59,7 +58,7 @@ def _progress(total, initial, enabled):
     return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, mininterval=2.0)
 
 
-def train_and_evaluate(cfg, workdir, batches=None, mesh=None):
+def train_denoiser(cfg, workdir, batches=None, mesh=None):
     """Trains the denoiser in `workdir`; returns the final TrainState.
 
     batches: an iterator of host-local dicts {"tokens": (b, F, H, W) int32[, "actions": (b, F)]}
@@ -69,8 +68,6 @@ def train_and_evaluate(cfg, workdir, batches=None, mesh=None):
     mesh = mesh if mesh is not None else make_mesh(cfg.mesh)
     trainer = build_trainer(cfg, mesh)
     if batches is None:
-        from maskflow_jax.data import tokens as token_data
-
         batches = token_data.make_token_iterator(cfg, workdir, split=cfg.data.train_split)
     manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"), keep=cfg.train.keep_checkpoints)
     is_main = jax.process_index() == 0
@@ -88,7 +85,7 @@ def train_and_evaluate(cfg, workdir, batches=None, mesh=None):
 def _run(cfg, trainer, batches, manager, writer, is_main, meta):
     with jax.set_mesh(trainer.mesh), nn.logical_axis_rules(trainer.rules), StopRequest() as stop:
         target = checkpoint.abstract_target(trainer.abstract_state, trainer.state_shardings)
-        restored = checkpoint.restore_latest(manager, target, data_iter=batches)
+        restored = checkpoint.restore_latest(manager, target, data_iter=batches, version=STATE_VERSION)
         if restored is None:
             state = trainer.init(jax.random.key(cfg.seed))
             logging.info("no checkpoint in %s: starting from scratch", manager.directory)
@@ -96,8 +93,6 @@ def _run(cfg, trainer, batches, manager, writer, is_main, meta):
             _, state, _ = restored
             logging.info("resumed from step %d", int(state.step))
         start = int(state.step)
-        max_seconds = float(cfg.train.get("max_seconds", 0) or 0)
-        began = time.perf_counter()
         pending = []  # (step, metrics on device): fetched in groups to avoid a sync per step
         last_time, last_step = time.perf_counter(), start
 
@@ -135,17 +130,13 @@ def _run(cfg, trainer, batches, manager, writer, is_main, meta):
                 pending.append((done, metrics))
                 if bar is not None:
                     bar.update(1)
-                out_of_time = max_seconds > 0 and time.perf_counter() - began > max_seconds
-                last = done == cfg.train.steps or out_of_time
+                last = done == cfg.train.steps
                 if done % cfg.train.log_every == 0 or last or stop.requested:
                     flush()
                 if done % cfg.train.ckpt_every == 0 or last or stop.requested:
                     flush()  # never checkpoint a state whose loss was not checked
-                    checkpoint.save(manager, done, state, meta, data_iter=batches)
+                    checkpoint.save(manager, done, state, meta, data_iter=batches, version=STATE_VERSION)
                 if stop.requested:
                     logging.warning("stopped at step %d on request; resume by running the same command", done)
-                    break
-                if out_of_time:
-                    logging.warning("stopped at step %d after train.max_seconds=%g s", done, max_seconds)
                     break
     return state

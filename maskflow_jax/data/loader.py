@@ -1,4 +1,4 @@
-"""grain input pipeline over prepared ArrayRecord videos, delivering global `jax.Array` batches.
+"""The data loader: a grain input pipeline over prepared ArrayRecord videos, delivering global `jax.Array` batches.
 
 Training (`make_train_iterator`):
     records --global shuffle (seeded, reshuffled per epoch)--> repeat --clip sampler--> host shard
@@ -30,6 +30,7 @@ from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec
 
 from maskflow_jax.data import dmlab, maze, procedural, records, topdown, video_folder
+from maskflow_jax.errors import DataError
 
 # data.name values whose data.root is a folder (or .zip) of videos or frame folders.
 VIDEO_FOLDER_NAMES = ("ffs", "video_folder")
@@ -98,7 +99,7 @@ class ClipSampler(grain.transforms.RandomMap):
         video = element["video"]
         span = clip_span(self.frames, self.frame_skip)
         if len(video) < span:
-            raise dmlab.DataError(f"record {int(element['index'])}: {len(video)} frames < {span} "
+            raise DataError(f"record {int(element['index'])}: {len(video)} frames < {span} "
                                   "needed by data.frames x data.frame_skip; prepare again with a "
                                   "matching min_length")
         start = int(rng.integers(0, len(video) - span + 1)) if self.random else 0
@@ -155,11 +156,11 @@ def _open_source(data_cfg, split, prepared, workdir, span):
     prepared = Path(prepared) if prepared else resolve_prepared_dir(data_cfg, workdir)
     src = records.RecordSource(prepared, split)
     if src.lengths.size and src.lengths.min() < span:
-        raise dmlab.DataError(f"{prepared}/{split}: shortest video has {src.lengths.min()} frames, "
+        raise DataError(f"{prepared}/{split}: shortest video has {src.lengths.min()} frames, "
                               f"a clip needs {span} (data.frames x data.frame_skip); lower them or "
                               "prepare longer videos")
     if data_cfg.use_actions and "actions" not in src.meta["keys"]:
-        raise dmlab.DataError(f"{prepared}/{split}: data.use_actions=True but the prepared videos "
+        raise DataError(f"{prepared}/{split}: data.use_actions=True but the prepared videos "
                               "have no 'actions'; set data.use_actions=False")
     return src
 
@@ -290,7 +291,7 @@ def ensure_procedural_data(data_cfg, workdir):
         if done():
             continue
         if folder.exists() and not marker.is_file():
-            raise dmlab.DataError(f"{folder} exists but was not written by the {world.NAME} generator (no "
+            raise DataError(f"{folder} exists but was not written by the {world.NAME} generator (no "
                                   f"{marker.name}); delete it or set config.data.root elsewhere")
         tmp = raw / (split + _tag())  # generate aside, then rename: readers never see half a split
         logging.info("generating %d %s trajectories of %d frames into %s", num, world.NAME, m.length, folder)
@@ -342,8 +343,8 @@ def ensure_prepared(data_cfg, workdir=None):
 
 
 def prepare_data(config, workdir):
-    """`--mode=prepare_data`: generation of a built-in world (data.name in PROCEDURAL_WORLDS) and record
-    preparation (from .npz trajectories, or from videos for data.name in VIDEO_FOLDER_NAMES)."""
+    """The data of a run (`--mode=prepare_data`, the pipeline's data stage): generation of a built-in world
+    (data.name in PROCEDURAL_WORLDS) and record preparation (from .npz trajectories, or from videos for data.name in VIDEO_FOLDER_NAMES)."""
     if config.data.name in PROCEDURAL_WORLDS:
         return ensure_procedural_data(config.data, workdir)
     return ensure_prepared(config.data, workdir)

@@ -4,8 +4,8 @@ Run it after the pipeline: `python -m maskflow_jax.main --config=configs/maze.py
 --mode=efficiency`. It loads the run (EMA weights by default), takes the first
 `eval.efficiency.num_videos` held-out videos, and measures:
 
-1. FVD against NFE. Videos of L = max(T_w, 16) frames (one training window T_w = data.frames, or
-   enough windows for one 16-frame FVD clip) are generated from the run's rollout geometry
+1. FVD against NFE. Videos of one horizon of k x T_w frames (k the fewest training windows T_w =
+   data.frames that hold one F-frame FVD clip) are generated from the run's rollout geometry
    (m = sampling.context real frames, stride sampling.stride) with the MGM sampler at every S in
    `eval.efficiency.mgm_steps` and the FM sampler at every S in `eval.efficiency.fm_steps`.
    NFE = network evaluations per video, summed over its chunks, as the rollout reports them.
@@ -22,24 +22,25 @@ Run it after the pipeline: `python -m maskflow_jax.main --config=configs/maze.py
    never saw longer ones), and neither the release nor docs/method.md §12 generates longer windows; so a long
    full-sequence video is made of full windows chained chunk-wise.
 
-FVD (maze protocol, I3D): the last 16 frames of every generated video against the same 16 frames of
-the held-out videos, with KVD on the same features and the clips' motion and contrast (grey levels,
-eval/metrics.py; the real clips' too), which show blur and freezing that a small-sample FVD rewards.
-The number of videos is printed beside every FVD; with few videos FVD is biased upward, so compare
-rows with each other only. Seconds per generated frame: the rollout's
-sampling time / ((L - m) x videos); compilation is excluded (one warm-up chunk per sampler and steps
-runs first) and so is tokenizer decoding.
+Every row is one call of the evaluation of REPORT.md and `--mode=eval` (eval/horizons.py) with the
+row's sampler settings and one horizon, without baselines: FVD under config.eval.protocol (a
+per-horizon protocol: maze, maskflow) of the F-frame clip that ends at the horizon, with KVD on the
+same features and the clips' motion and contrast (grey levels, eval/metrics.py; the real clips' too),
+which show blur and freezing that a small-sample FVD rewards. The real clips' features are computed
+once. The number of videos is printed beside every FVD; with few videos FVD is biased upward, so
+compare rows with each other only. Seconds per generated frame: the rollout's sampling time /
+((L - m) x videos); compilation is excluded (a warm-up chunk runs first) and so is tokenizer decoding.
 
 Writes `<workdir>/eval/efficiency.json`, `<workdir>/eval/efficiency_fvd_nfe.png`, and a
 "## Sampling efficiency" section in `<workdir>/REPORT.md` (replaced, not duplicated, on rerun).
 """
 import os
 
-import jax
+import ml_collections
 
-from maskflow_jax import evaluate, inference
-from maskflow_jax.eval import metrics
-from maskflow_jax.pipeline import WINDOW, cell
+from maskflow_jax import inference
+from maskflow_jax.eval import horizons, plot, protocols
+from maskflow_jax.report import cell
 
 BEGIN, END = "<!-- efficiency:begin -->", "<!-- efficiency:end -->"
 PLOT = "efficiency_fvd_nfe.png"
@@ -61,85 +62,61 @@ def check_finished(workdir):
             "with --mode=efficiency")
 
 
-def _generate(run, seed, ctx, length, *, context, stride, sampler, steps, warmed, actions=None):
-    """Token videos (N, length, h, w) and the rollout info; a warm-up chunk compiles the chunk step of
-    (sampler, steps, batch) first (every chunk has the same shapes), so timings exclude compilation.
-    actions: int (N, >= length) for an action-conditioned run, else None."""
-    kw = dict(context=context, stride=stride, sampler=sampler, steps=steps, decode=False)
-
-    def act(n):
-        return None if actions is None else actions[:, :n]
-
-    if (sampler, steps, len(ctx)) not in warmed:
-        run.generate(jax.random.key(seed), context_tokens=ctx, num_frames=context + 1, actions=act(context + 1), **kw)
-        warmed.add((sampler, steps, len(ctx)))
-    return run.generate(jax.random.key(seed), context_tokens=ctx, num_frames=length, actions=act(length), **kw)
-
-
-def _row(run, protocols, reference, tokens, info, fvd_kw, **fields):
-    """One result row: FVD / KVD, motion and contrast of the decoded last WINDOW frames (FVD against the
-    reference stats)."""
-    clips = run.tokenizer.decode(tokens[:, -WINDOW:])
-    res = protocols.evaluate_fvd("maze", reference, clips, **fvd_kw)
-    n, length = tokens.shape[:2]
-    row = dict(fields, length=length, chunks=info["chunks"], nfe=info["nfe"], fvd=res["fvd"], kvd=res["kvd"],
-               **metrics.dynamics(clips), num_videos=res["num_fake"],
-               seconds_per_frame=info["seconds"] / ((length - fields["context"]) * n))
-    print(f"[efficiency] {row['label']} S={row['steps']} L={length}: {row['chunks']} chunks, NFE {row['nfe']}, "
+def _row(cfg, workdir, run, feature_fn, cache, horizon, label, sampling, **fields):
+    """One result row: eval/horizons.evaluate at one horizon (`horizon` x data.frames) with `sampling` overrides."""
+    c = ml_collections.ConfigDict(cfg.to_dict())
+    c.sampling.update(sampling)
+    c.eval.horizons, c.eval.num_videos, c.eval.baselines = (horizon,), cfg.eval.efficiency.num_videos, ()
+    res = horizons.evaluate(c, workdir, run=run, feature_fn=feature_fn, reference_cache=cache)
+    (r,) = res["rows"]
+    row = dict(fields, label=label, sampler=c.sampling.sampler, steps=c.sampling.steps, context=c.sampling.context,
+               stride=c.sampling.stride, feature=res["record"]["feature"], length=r["window"][1],
+               window=r["window"], **{k: r[k] for k in ("chunks", "nfe", "fvd", "kvd", "motion", "contrast",
+                                                         "num_videos", "seconds_per_frame")})
+    print(f"[efficiency] {label} S={row['steps']} L={row['length']}: {row['chunks']} chunks, NFE {row['nfe']}, "
           f"FVD {row['fvd']:.1f} ({row['num_videos']} videos), {row['seconds_per_frame']:.4f} s / frame", flush=True)
-    return row
+    return row, res["real_dynamics"]
 
 
 def efficiency_rows(cfg, workdir, *, feature_fn=None, run=None):
     """(sweep rows, length rows, settings) of the analysis (see the module docstring).
 
-    feature_fn: uint8 (n, 16, H, W, 3) -> (n, D), default the I3D (tests pass a cheap one).
+    feature_fn: uint8 (n, F, H, W, 3) -> (n, D), default the I3D (tests pass a cheap one).
     run: an inference.Run (default load_run(workdir)).
     """
-    from maskflow_jax.eval import i3d, protocols  # noqa: PLC0415
-
     e, s, t_w = cfg.eval.efficiency, cfg.sampling, cfg.data.frames
-    sweep_len = max(t_w, WINDOW)
-    lengths = [k * t_w for k in e.lengths]
-    if min(lengths) < WINDOW:
+    p = protocols.get_protocol(cfg.eval.protocol)
+    if p.length is not None:
+        raise ValueError(f"--mode=efficiency varies the video length, but config.eval.protocol={p.name!r} fixes it "
+                         f"to {p.length} frames: use a per-horizon protocol (--config.eval.protocol=maskflow or maze)")
+    f = protocols.clip_frames(p, cfg.eval.fvd_frames)
+    if min(e.lengths) * t_w < f:
         raise ValueError(f"config.eval.efficiency.lengths={tuple(e.lengths)} x data.frames={t_w} gives videos "
-                         f"shorter than the {WINDOW}-frame FVD clip: use multiples >= {-(-WINDOW // t_w)}")
+                         f"shorter than the {f}-frame FVD clip: use multiples >= {-(-f // t_w)}")
     run = run or inference.load_run(workdir, cfg=cfg, use_ema=cfg.eval.use_ema)
-    feature = "custom feature_fn" if feature_fn is not None else protocols.I3D_FEATURE
-    feature_fn = feature_fn or i3d.make_feature_fn(weights=cfg.eval.i3d_weights)
-    fvd_kw = dict(feature_fn=feature_fn, use_ema=cfg.eval.use_ema, batch_size=cfg.eval.batch_size)
-    longest = max([sweep_len] + lengths)
-    real_tokens, real_pixels, actions = evaluate.heldout(cfg, workdir, e.num_videos, longest)
-    refs, real_dynamics, warmed = {}, {}, set()
-
-    def reference(length):  # feature statistics of the real frames [length - WINDOW, length), computed once
-        if length not in refs:
-            clips = real_pixels[:, length - WINDOW:length]
-            refs[length] = protocols.video_stats("maze", clips, feature_fn=feature_fn, batch_size=cfg.eval.batch_size)
-            real_dynamics[length] = metrics.dynamics(clips)
-        return refs[length]
-
+    sweep_multiple = -(-f // t_w)
+    cache, real = {}, {}
     sweep = []
     for sampler, steps_list in (("mgm", e.mgm_steps), ("fm", e.fm_steps)):
         for steps in steps_list:
-            tok, info = _generate(run, cfg.seed, real_tokens[:, :s.context], sweep_len, context=s.context,
-                                  stride=s.stride, sampler=sampler, steps=steps, warmed=warmed,
-                                  actions=actions)
-            sweep.append(_row(run, protocols, reference(sweep_len), tok, info, fvd_kw, label=sampler.upper(),
-                              sampler=sampler, steps=steps, context=s.context, stride=s.stride, feature=feature))
+            row, dyn = _row(cfg, workdir, run, feature_fn, cache, sweep_multiple, sampler.upper(),
+                            {"sampler": sampler, "steps": steps})
+            sweep.append(row)
+            real.update({d["window"][1]: d for d in dyn})
     modes = {"full sequence": (2, t_w - 2), "autoregressive": (t_w - 1, 1)}  # (m, s): configs/base.py chunk / ar
     by_length = []
-    for length in lengths:
+    for k in e.lengths:
         for mode, (m, stride) in modes.items():
-            tok, info = _generate(run, cfg.seed, real_tokens[:, :m], length, context=m, stride=stride,
-                                  sampler=s.sampler, steps=s.steps, warmed=warmed, actions=actions)
-            by_length.append(_row(run, protocols, reference(length), tok, info, fvd_kw, label=mode, mode=mode,
-                                  multiple=length / t_w, sampler=s.sampler, steps=s.steps, context=m, stride=stride,
-                                  feature=feature))
-    settings = {"window": t_w, "sweep_length": sweep_len, "fvd_frames": WINDOW, "num_videos": len(real_tokens),
-                "step": int(run.step), "use_ema": bool(cfg.eval.use_ema), "seed": cfg.seed,
-                "feature": feature,
-                "real_dynamics": [{"length": k, **v} for k, v in sorted(real_dynamics.items())]}
+            row, dyn = _row(cfg, workdir, run, feature_fn, cache, k, mode, {"context": m, "stride": stride},
+                            mode=mode, multiple=k)
+            by_length.append(row)
+            real.update({d["window"][1]: d for d in dyn})
+    rows = sweep or by_length
+    settings = {"window": t_w, "sweep_length": rows[0]["length"] if sweep else None, "fvd_frames": f,
+                "num_videos": rows[0]["num_videos"], "step": int(run.step), "use_ema": bool(cfg.eval.use_ema),
+                "protocol": p.name, "feature": rows[0]["feature"],
+                "real_dynamics": [{"length": z, "motion": d["motion"], "contrast": d["contrast"]}
+                                  for z, d in sorted(real.items())]}
     return sweep, by_length, settings
 
 
@@ -148,9 +125,10 @@ def report_section(sweep, by_length, settings):
     st = settings
     first = (sweep or by_length)[0]
     lines = [BEGIN, "## Sampling efficiency", "",
-             f"`--mode=efficiency` on denoiser step {st['step']} ({'EMA' if st['use_ema'] else 'raw'} weights). FVD: "
-             f"the last {st['fvd_frames']} frames of each generated video against the same frames of "
-             f"{st['num_videos']} held-out videos ({st['feature']}). **Small-sample FVD is biased upward** (and "
+             f"`--mode=efficiency` on denoiser step {st['step']} ({'EMA' if st['use_ema'] else 'raw'} weights). FVD "
+             f"({st['protocol']} protocol): the {st['fvd_frames']}-frame clip that ends each generated video (after "
+             f"its context) against the same frames of {st['num_videos']} held-out videos ({st['feature']}). "
+             "**Small-sample FVD is biased upward** (and "
              "its covariance is singular below a few hundred videos): compare the rows with each other, not with "
              "published numbers. KVD: the unbiased kernel distance on the same features (eval/fvd.py), "
              "no small-sample bias but a large variance. Motion / contrast: mean absolute change between consecutive "
@@ -203,12 +181,13 @@ def update_report(path, section):
     return path
 
 
-def efficiency_mode(cfg, workdir, *, feature_fn=None, run=None):
-    """`--mode=efficiency`: rows -> eval/efficiency.json, eval/efficiency_fvd_nfe.png, REPORT.md section."""
-    from maskflow_jax.eval import plot, protocols  # noqa: PLC0415
+def run(cfg, workdir, *, feature_fn=None, loaded_run=None):
+    """`--mode=efficiency`: rows -> eval/efficiency.json, eval/efficiency_fvd_nfe.png, REPORT.md section.
 
+    feature_fn, loaded_run: as efficiency_rows' feature_fn and run (tests pass a cheap feature function).
+    """
     check_finished(workdir)
-    sweep, by_length, settings = efficiency_rows(cfg, workdir, feature_fn=feature_fn, run=run)
+    sweep, by_length, settings = efficiency_rows(cfg, workdir, feature_fn=feature_fn, run=loaded_run)
     out = os.path.join(workdir, "eval")
     os.makedirs(out, exist_ok=True)
     result = {"settings": settings, "fvd_vs_nfe": sweep, "by_length": by_length}
