@@ -87,12 +87,14 @@ def get_base():
     m.num_actions = 3  # DMLab action codes (left, right, forward); the top-down world has 5
     m.action_align = "after"  # frame f gets actions[f] (the move after it) | cause: actions[f - 1] (the move into it)
     m.head_init_std = 0.0  # output head init: 0 = zeros (the release, adaLN-Zero) | std of N(0, std^2)
-    m.dtype = "float32"  # compute dtype (bfloat16 on accelerators)
-    m.param_dtype = "float32"  # parameter dtype
+    m.dtype = "float32"  # compute dtype: float32 | bfloat16 | float16 | auto (bfloat16 on GPU/TPU, float32 on CPU)
+    m.param_dtype = "float32"  # parameter dtype (float32 keeps parameters and Adam state fp32 under bf16)
+    m.attention = "auto"  # auto (cudnn on NVIDIA GPUs where it can, else xla; einsum on CPU) | xla | cudnn | einsum
     m.remat = False  # rematerialise each block in the backward pass
     m.remat_policy = "nothing"  # with remat: nothing (recompute all) | dots (keep matmul outputs)
     m.scan_blocks = False  # nn.scan over the (spatial, temporal) pairs: one compiled pair, faster compiles
     m.masked_head = False  # evaluate the output head only at masked positions (same loss, less memory)
+    m.masked_head_chunk = 0.25  # masked_head: positions per chunk as a fraction of F*H*W/p^2 (more chunks if needed)
 
     # --- flow (discrete flow matching, docs/method.md §2) ---------------------------------------------------
     c.flow = f = ml_collections.ConfigDict()
@@ -133,6 +135,7 @@ def get_base():
     # --- train ------------------------------------------------------------------------------------
     c.train = tr = ml_collections.ConfigDict()
     tr.steps = 400_000  # optimizer steps
+    tr.max_seconds = 0.0  # > 0: also stop (checkpointed) after this many seconds of training (a fixed-time run)
     tr.lr = 1e-4  # AdamW learning rate (constant after warm-up)
     tr.warmup_steps = 0  # linear warm-up steps
     tr.warmup_init = 0.0  # learning rate at step 0 of the warm-up, as a fraction of lr (0 = from zero)

@@ -6,6 +6,8 @@ from maskflow_jax.errors import ConfigError
 from maskflow_jax.flow import corruption
 from maskflow_jax.eval import i3d
 from maskflow_jax.eval.protocols import BASELINES, PROTOCOLS, get_protocol
+from maskflow_jax.models.latte import DTYPE_CHOICES, PRESETS, resolve_dtype
+from maskflow_jax.models.layers import ATTENTION_CHOICES, resolve_attention
 from maskflow_jax.tokenizer.api import UINT8_RULES
 from maskflow_jax.tokenizer.model import check_tokenizer_config, valid_sizes
 from maskflow_jax.train.optimizer import LR_SCHEDULES
@@ -58,7 +60,21 @@ def validate(cfg, num_devices=None):
     if m.depth is not None:
         _check(m.depth >= 2 and m.depth % 2 == 0, "model.depth",
                f"got {m.depth}; blocks come in (spatial, temporal) pairs, so use an even number >= 2")
-    _one_of(m.dtype, "model.dtype", ("float32", "bfloat16", "float16"))
+    _one_of(m.get("attention", "auto"), "model.attention", ATTENTION_CHOICES)
+    if m.get("attention", "auto") == "cudnn" and m.size in PRESETS:  # a forced kernel must be able to run here
+        _, hidden, heads = PRESETS[m.size]
+        hidden, heads = m.hidden or hidden, m.heads or heads
+        try:
+            resolve_attention("cudnn", resolve_dtype(m.dtype), hidden // heads)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    if m.get("masked_head", False):
+        _check(f.mask_ce, "model.masked_head",
+               "evaluates the head at masked positions only, but flow.mask_ce=False puts every position in the "
+               "loss: set --config.flow.mask_ce=True or --config.model.masked_head=False")
+    _check(0 < m.get("masked_head_chunk", 0.25) <= 1, "model.masked_head_chunk",
+           f"got {m.get('masked_head_chunk')}; a fraction of the positions of a clip in (0, 1]")
+    _one_of(m.dtype, "model.dtype", DTYPE_CHOICES)
     _one_of(m.param_dtype, "model.param_dtype", ("float32", "bfloat16"))
     _one_of(m.remat_policy, "model.remat_policy", ("nothing", "dots"))
     if m.action_cond:
@@ -93,6 +109,7 @@ def validate(cfg, num_devices=None):
     _check(s.horizon >= max(s.context, 1), "sampling.horizon",
            f"got {s.horizon}; must be at least the context length {s.context}")
     _check(s.batch_size >= 1, "sampling.batch_size", f"got {s.batch_size}")
+    _check(tr.get("max_seconds", 0) >= 0, "train.max_seconds", f"got {tr.get('max_seconds')}; 0 (off) or seconds")
 
     _check(tr.steps >= 1, "train.steps", f"got {tr.steps}")
     _check(tr.lr > 0, "train.lr", f"got {tr.lr}")

@@ -2,7 +2,10 @@
 
 Stages: mesh and trainer -> data iterator over token clips -> resume (latest readable checkpoint,
 else a fresh init) -> steps with metrics to stdout / JSONL / TensorBoard and a progress bar ->
-checkpoints every `train.ckpt_every` steps, at the end, and on SIGTERM/SIGINT.
+checkpoints every `train.ckpt_every` steps, at the end, and on SIGTERM/SIGINT. With
+`train.max_seconds` > 0 the run also stops (checkpointed, resumable) at the first step that ends past
+that many seconds of wall time since its first step began (compilation included): a run of a fixed
+duration, as on a lent accelerator (benchmarks/accelerator.py).
 """
 import contextlib
 import os
@@ -93,6 +96,8 @@ def _run(cfg, trainer, batches, manager, writer, is_main, meta):
             _, state, _ = restored
             logging.info("resumed from step %d", int(state.step))
         start = int(state.step)
+        max_seconds = float(cfg.train.get("max_seconds", 0) or 0)
+        began = time.perf_counter()
         pending = []  # (step, metrics on device): fetched in groups to avoid a sync per step
         last_time, last_step = time.perf_counter(), start
 
@@ -130,7 +135,8 @@ def _run(cfg, trainer, batches, manager, writer, is_main, meta):
                 pending.append((done, metrics))
                 if bar is not None:
                     bar.update(1)
-                last = done == cfg.train.steps
+                out_of_time = max_seconds > 0 and time.perf_counter() - began > max_seconds
+                last = done == cfg.train.steps or out_of_time
                 if done % cfg.train.log_every == 0 or last or stop.requested:
                     flush()
                 if done % cfg.train.ckpt_every == 0 or last or stop.requested:
@@ -138,5 +144,8 @@ def _run(cfg, trainer, batches, manager, writer, is_main, meta):
                     checkpoint.save(manager, done, state, meta, data_iter=batches, version=STATE_VERSION)
                 if stop.requested:
                     logging.warning("stopped at step %d on request; resume by running the same command", done)
+                    break
+                if out_of_time:
+                    logging.warning("stopped at step %d after train.max_seconds=%g s", done, max_seconds)
                     break
     return state
