@@ -20,15 +20,17 @@ def timeit(fn, *args, repeats=5, warmup=1):
     return statistics.median(times)
 
 
-def matmul_peak_gflops(n=2048, repeats=5):
-    """Measured fp32 GFLOP/s of an n^3 matmul on the default device (the 'peak' we quote against)."""
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+def matmul_peak_gflops(n=2048, repeats=5, dtype=jnp.float32):
+    """Measured GFLOP/s of an n^3 matmul of `dtype` (fp32 by default) on the default device (the 'peak'
+    we quote against on CPUs; on accelerators beside the vendor's figure)."""
+    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
     f = jax.jit(lambda x: x @ x)
     return 2 * n**3 / timeit(f, a, repeats=repeats) / 1e9
 
 
-def latte_forward_gflop(batch, frames, grid, hidden, depth, vocab, patch=2, mlp_ratio=4.0):
-    """Analytic GFLOP of one denoiser forward (matmuls and attention; 2 FLOPs per multiply-add)."""
+def latte_forward_gflop(batch, frames, grid, hidden, depth, vocab, patch=2, mlp_ratio=4.0, head_fraction=1.0):
+    """Analytic GFLOP of one denoiser forward (matmuls and attention; 2 FLOPs per multiply-add), with the
+    output head counted at `head_fraction` of the positions (model.masked_head: the masked share)."""
     n = (grid // patch) ** 2  # patches per frame
     tokens = batch * frames * n
     d = hidden
@@ -38,7 +40,7 @@ def latte_forward_gflop(batch, frames, grid, hidden, depth, vocab, patch=2, mlp_
     temporal_attn = batch * n * 4 * frames * frames * d
     blocks = (depth // 2) * (2 * per_block + spatial_attn + temporal_attn)
     embed = tokens * 2 * (patch * patch * d // 2) * d
-    head = tokens * 2 * d * patch * patch * v_pad
+    head = tokens * 2 * d * patch * patch * v_pad * head_fraction
     return (blocks + embed + head) / 1e9
 
 

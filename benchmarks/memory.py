@@ -113,7 +113,8 @@ def main():
         for full, masked in zip(rows[::2], rows[1::2]):
             saved = full["temp_gib"] - masked["temp_gib"]
             savings.append({"size": full["size"], "preset": full["preset"], "frames": args.frames,
-                            "full_temp_gib": full["temp_gib"], "masked_temp_gib": masked["temp_gib"], "saved_gib": saved})
+                            "full_temp_gib": full["temp_gib"], "masked_temp_gib": masked["temp_gib"],
+                            "saved_gib": saved})
             print(f"{full['size']:>4} {full['preset']:>8} {full['temp_gib']:9.3f} {masked['temp_gib']:10.3f} "
                   f"{saved:9.3f} {100 * saved / full['temp_gib']:7.1f}%", flush=True)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)

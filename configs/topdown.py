@@ -15,7 +15,8 @@ head (`model.head_init_std`), a warm-up that does not start at zero (`train.warm
 conditioned on the move that produced it (`model.action_align=cause`).
 
 Variants (`--config=configs/topdown.py:noactions,smoke`): `noactions` (unconditional denoiser),
-`smoke` (every stage at toy size), and those of configs/base.py.
+`smoke` (every stage at toy size), `accel` (scaled up for one accelerator chip and trained for a
+fixed time, `train.max_seconds`; benchmarks/accelerator.py runs it), and those of configs/base.py.
 """
 from configs import base
 
@@ -79,12 +80,31 @@ def get_config(arg=None):
     variant = base.parse_variant(arg)
     if variant.pop("noactions", False):
         c.model.action_cond = c.data.use_actions = False
-    if variant.pop("smoke", False):
+    if variant.pop("accel", False):
+        set_accel(c)
+    if variant.pop("smoke", False):  # after accel: `accel,smoke` is the accelerator run at toy size (its dry run)
         set_smoke(c)
     unused = base.apply_common_variants(c, variant)
     if unused:
         raise ValueError(f"configs/topdown.py: unknown variant keys {sorted(unused)}")
     return c
+
+
+def set_accel(c):
+    """One accelerator chip for a fixed time: 4x the trajectories, 8x the batch, as many steps as
+    `train.max_seconds` allows, bf16 on accelerators (dtype auto: float32 on a CPU). The denoiser keeps
+    the tiny width (1.3M parameters) so a run's weights stay small enough to ship (docs/accelerators.md)."""
+    c.data.topdown.num_train = 512  # training trajectories (~20 s to generate on one CPU core)
+    c.data.batch_size = 64  # clips per denoiser step
+    c.tokenizer.train.batch_size = 64  # frames per tokenizer step
+    c.model.dtype = "auto"  # bfloat16 on GPU/TPU, float32 on CPU
+    c.train.steps = 1_000_000  # an upper bound: train.max_seconds ends the run
+    c.train.max_seconds = 150.0  # training time (benchmarks/accelerator.py sets it from its budget)
+    c.train.warmup_steps = 200  # linear warm-up
+    c.train.ema_decay = 0.999  # thousands of steps: a longer average than the CPU run's 0.995
+    c.train.log_every = 250  # steps between metric lines
+    c.train.ckpt_every = 5000  # steps between checkpoints (and one when the time is up)
+    c.train.keep_checkpoints = 1  # only the newest: the run is packed and shipped
 
 
 def set_smoke(c):

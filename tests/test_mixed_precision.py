@@ -47,7 +47,8 @@ def test_bf16_training_tracks_fp32_with_fp32_state():
         assert curve[-10:].mean() < curve[:5].mean() - 0.03, curve
     # fp32 parameters, EMA and Adam moments under bf16 compute.
     for tree in (state16.params, state16.ema_params, state16.opt_state):
-        dtypes = {x.dtype for x in jax.tree.leaves(tree) if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)}
+        leaves = [x for x in jax.tree.leaves(tree) if hasattr(x, "dtype")]
+        dtypes = {x.dtype for x in leaves if jnp.issubdtype(x.dtype, jnp.floating)}
         assert dtypes == {jnp.dtype(jnp.float32)}, dtypes
     assert not np.allclose(jax.tree.leaves(state16.params)[0], jax.tree.leaves(state32.params)[0])  # two runs
 
@@ -101,7 +102,8 @@ def test_xla_attention_equals_einsum_forward_and_gradients():
     q, k, v = _qkv()
     for impl in ("einsum", "xla"):
         assert layers.attention(q, k, v, impl).shape == q.shape
-    np.testing.assert_allclose(layers.attention(q, k, v, "xla"), layers.attention(q, k, v, "einsum"), atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(layers.attention(q, k, v, "xla"), layers.attention(q, k, v, "einsum"),
+                               atol=1e-5, rtol=1e-5)
     loss = lambda impl: lambda q, k, v: jnp.sum(jnp.sin(layers.attention(q, k, v, impl)))  # noqa: E731
     g_xla = jax.grad(loss("xla"), argnums=(0, 1, 2))(q, k, v)
     g_ein = jax.grad(loss("einsum"), argnums=(0, 1, 2))(q, k, v)
