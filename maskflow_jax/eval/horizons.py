@@ -227,12 +227,12 @@ def evaluate(cfg, workdir, *, run=None, feature_fn=None, reference_cache=None):
                     update((si, w, name), feats, groups)
                     acc.add((w, name, "motion"), metrics.motion(clip))
                     acc.add((w, name, "contrast"), metrics.contrast(clip))
-                    g = max(a, m)  # PSNR / SSIM on the window's generated frames only
-                    if z <= real_len and name != RECONSTRUCTION and g < z:
-                        fake_g, real_g = videos[name][:, g:z], real[:, g:z]
-                        acc.add((w, name, "psnr"), np.minimum(np.asarray(metrics.psnr(fake_g, real_g)),
+                    new = max(a, m)  # PSNR / SSIM on the window's generated frames only
+                    if z <= real_len and name != RECONSTRUCTION and new < z:
+                        fake_new, real_new = videos[name][:, new:z], real[:, new:z]
+                        acc.add((w, name, "psnr"), np.minimum(np.asarray(metrics.psnr(fake_new, real_new)),
                                                               PSNR_CAP).mean(1))
-                        acc.add((w, name, "ssim"), np.asarray(metrics.ssim(fake_g, real_g)).mean(1))
+                        acc.add((w, name, "ssim"), np.asarray(metrics.ssim(fake_new, real_new)).mean(1))
                 if si == 0 and z <= real_len:
                     real_acc.add((w, "motion"), metrics.motion(real[:, a:z]))
                     real_acc.add((w, "contrast"), metrics.contrast(real[:, a:z]))
