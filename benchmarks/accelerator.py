@@ -45,7 +45,7 @@ def parse_args(argv=None):
     parser.add_argument("--parts", default=",".join(PLAN_SECONDS), help="comma-separated subset, in run order")
     parser.add_argument("--dry-run", action="store_true", help="every part at toy size (a CPU, < 3 minutes)")
     parser.add_argument("--scratch", default=None, help="work files (default: a temporary folder)")
-    parser.add_argument("--memory-limit-gib", type=float, default=0.25,
+    parser.add_argument("--memory-limit-gib", type=float, default=0.05,
                         help="batch search limit when the device reports none (a CPU)")
     parser.add_argument("--part", default=None, help=argparse.SUPPRESS)  # internal: run one part
     parser.add_argument("--deadline", type=float, default=None, help=argparse.SUPPRESS)
@@ -231,8 +231,8 @@ def markdown(report):
     if top.get("train_last_metrics") or top.get("stage_seconds"):
         m = top.get("train_last_metrics", {})
         lines += ["", f"## Built-in world ({top.get('config')})", "",
-                  f"Stages (s): {top.get('stage_seconds')}; trained {m.get('step', '?')} steps in "
-                  f"{_f(top.get('train_max_seconds'), '.0f')} s (final loss {_f(m.get('loss'), '.3f')}, "
+                  f"Stages (s): {top.get('stage_seconds')}; trained {m.get('step', '?')} steps (time limit "
+                  f"{_f(top.get('train_max_seconds'), '.0f')} s; final loss {_f(m.get('loss'), '.3f')}, "
                   f"masked accuracy {_f(m.get('accuracy'), '.3f')}, {_f(m.get('steps_per_sec'), '.1f')} steps/s); "
                   f"samples: {top.get('samples', {}).get('summary', '')}; packed: {top.get('packed')}."]
     return "\n".join(lines) + "\n"
