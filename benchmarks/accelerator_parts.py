@@ -299,7 +299,7 @@ def part_sampling(args, sink):
             continue
         try:
             cfg = model_config(args, size, frames, 1)
-            row = sampling_bench.measure(cfg, 1, horizons=(1, 10), repeats=2 if args.dry_run else 3)
+            row = sampling_bench.measure(cfg, 1, horizons=(1, 10), repeats=1 if args.dry_run else 3)
             row.update(size=size, F=frames, dtype="bfloat16", status="ok")
         except Exception as err:  # noqa: BLE001
             row = {"size": size, "F": frames, "status": "error", "reason": _short(err)}
@@ -333,7 +333,7 @@ def part_i3d(args, sink):
             sink("rows", rows)
             break
         try:
-            rows.append(dict(i3d_bench.measure(variables, b, frames, repeats=2 if args.dry_run else 3), status="ok"))
+            rows.append(dict(i3d_bench.measure(variables, b, frames, repeats=1 if args.dry_run else 3), status="ok"))
         except Exception as err:  # noqa: BLE001
             rows.append({"batch": b, "status": "oom" if any(m in str(err) for m in OOM_MARKERS) else "error",
                          "reason": _short(err)})
@@ -408,9 +408,10 @@ def part_topdown(args, sink):
     sink("config", config)
     seconds = {}
     for mode in ("prepare_data", "train_tokenizer", "tokenize"):
-        seconds[mode] = round(_main(workdir, config, mode, log=log), 1)
+        extra = ["--config.tokenizer.train.image_every=1000000"] if args.dry_run else []  # no reconstruction PNG
+        seconds[mode] = round(_main(workdir, config, mode, *extra, log=log), 1)
         sink("stage_seconds", seconds)
-    reserve = 35 if args.dry_run else 50  # sampling (compile + 10x rollouts) and packing after the training
+    reserve = 30 if args.dry_run else 50  # sampling (compile + 10x rollouts) and packing after the training
     train_s = _left(args) - reserve
     if train_s < (3 if args.dry_run else 10):
         raise RuntimeError(f"only {_left(args):.0f} s left for training after the data and tokenizer stages")

@@ -142,8 +142,10 @@ def test_dry_run_of_every_part_under_three_minutes(tmp_path):
     parts = report["parts"]
     assert list(parts) == list(accelerator.PLAN_SECONDS)
     assert {k: v["status"] for k, v in parts.items()} == {k: "ok" for k in parts}
-    for name in ("train", "sampling", "i3d", "batch"):
-        assert any(r["status"] in ("ok", "ran", "compiled") for r in parts[name]["rows"]), (name, parts[name])
+    for name in ("train", "sampling", "i3d"):
+        assert any(r["status"] == "ok" for r in parts[name]["rows"]), (name, parts[name])
+    search = parts["batch"]["rows"][0]  # compiled at B = 1 and 2 at least; checked and run when time allows
+    assert search["status"] in ("predicted", "compiled", "ran") and search["max_batch"] >= 2, search
     top = parts["topdown"]
     assert top["unpacked_sample_ok"] and top["train_last_metrics"]["step"] >= 1
     assert all((out / p).exists() for p in top["packed"]["parts"] + top["packed"]["gifs"])
