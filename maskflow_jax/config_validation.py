@@ -60,6 +60,8 @@ def validate(cfg, num_devices=None):
     if m.depth is not None:
         _check(m.depth >= 2 and m.depth % 2 == 0, "model.depth",
                f"got {m.depth}; blocks come in (spatial, temporal) pairs, so use an even number >= 2")
+    _one_of(m.dtype, "model.dtype", DTYPE_CHOICES)
+    _one_of(m.param_dtype, "model.param_dtype", ("float32", "bfloat16"))
     _one_of(m.get("attention", "auto"), "model.attention", ATTENTION_CHOICES)
     if m.get("attention", "auto") == "cudnn" and m.size in PRESETS:  # a forced kernel must be able to run here
         _, hidden, heads = PRESETS[m.size]
@@ -74,8 +76,6 @@ def validate(cfg, num_devices=None):
                "loss: set --config.flow.mask_ce=True or --config.model.masked_head=False")
     _check(0 < m.get("masked_head_chunk", 0.25) <= 1, "model.masked_head_chunk",
            f"got {m.get('masked_head_chunk')}; a fraction of the positions of a clip in (0, 1]")
-    _one_of(m.dtype, "model.dtype", DTYPE_CHOICES)
-    _one_of(m.param_dtype, "model.param_dtype", ("float32", "bfloat16"))
     _one_of(m.remat_policy, "model.remat_policy", ("nothing", "dots"))
     if m.action_cond:
         _check(d.use_actions, "model.action_cond",
@@ -109,9 +109,9 @@ def validate(cfg, num_devices=None):
     _check(s.horizon >= max(s.context, 1), "sampling.horizon",
            f"got {s.horizon}; must be at least the context length {s.context}")
     _check(s.batch_size >= 1, "sampling.batch_size", f"got {s.batch_size}")
-    _check(tr.get("max_seconds", 0) >= 0, "train.max_seconds", f"got {tr.get('max_seconds')}; 0 (off) or seconds")
 
     _check(tr.steps >= 1, "train.steps", f"got {tr.steps}")
+    _check(tr.get("max_seconds", 0) >= 0, "train.max_seconds", f"got {tr.get('max_seconds')}; 0 (off) or seconds")
     _check(tr.lr > 0, "train.lr", f"got {tr.lr}")
     _check(tr.warmup_steps >= 0, "train.warmup_steps", f"got {tr.warmup_steps}")
     _check(0.0 <= tr.get("warmup_init", 0.0) <= 1.0, "train.warmup_init",
