@@ -1,7 +1,5 @@
 """The shift probe (scripts/shift_probe.py): its videos move exactly as their actions say,
 and its check scores fake models as the next-frame check defines."""
-import subprocess
-import sys
 import types
 
 import jax.numpy as jnp
@@ -149,9 +147,3 @@ def test_check_passes_actions_and_a_shift_oracle_misses_only_the_entering_column
         # wrong at most on the entering column of a moving frame (it may match there by chance)
         assert 1 - (a != shift_probe.STAY).mean() / 4 <= r["accuracy"] and r["accuracy"] > r["copy_accuracy"]
 
-
-def test_the_old_module_path_still_runs_the_probe():
-    """`python -m maskflow_jax.eval.shift_probe` forwards to scripts/shift_probe.py (a temporary stub)."""
-    out = subprocess.run([sys.executable, "-m", "maskflow_jax.eval.shift_probe", "build", "--help"],
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0 and "--source" in out.stdout, out.stderr[-2000:]
