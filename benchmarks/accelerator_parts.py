@@ -22,7 +22,7 @@ import numpy as np
 
 from benchmarks import i3d as i3d_bench
 from benchmarks import sampling as sampling_bench
-from benchmarks.common import latte_forward_gflop, matmul_peak_gflops
+from benchmarks.common import compile_train_step, latte_forward_gflop, matmul_peak_gflops
 from benchmarks.denoiser import config as denoiser_config
 from maskflow_jax.models.latte import resolve_size
 from maskflow_jax.parallel.mesh import make_mesh
@@ -103,16 +103,11 @@ def _compiled_step(cfg):
     """(trainer, compiled train step, compile seconds, bytes XLA allocates for it) from abstract inputs."""
     trainer = build_trainer(cfg, make_mesh(cfg.mesh, devices=jax.devices()[:1]))
     b, f, g, _ = _shape(cfg)
-    batch = {"tokens": jax.ShapeDtypeStruct((b, f, g, g), jnp.int32, sharding=trainer.batch_sharding)}
-    state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                         trainer.abstract_state, trainer.state_shardings)
-    start = time.perf_counter()
-    with jax.set_mesh(trainer.mesh):
-        compiled = trainer.step.lower(state, batch).compile()
+    compiled, seconds = compile_train_step(trainer, (b, f, g, g))
     mem = compiled.memory_analysis()
     need = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
             - mem.alias_size_in_bytes) if mem is not None else None
-    return trainer, compiled, time.perf_counter() - start, need
+    return trainer, compiled, seconds, need
 
 
 def run_steps(cfg, trainer, compiled, steps, peak):

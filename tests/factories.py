@@ -1,5 +1,7 @@
 """Tiny configs and synthetic token data shared by the tests (the tiny-model factory)."""
 import grain
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from configs import maze
@@ -47,3 +49,16 @@ def token_iterator(tokens, batch_size, seed=0):
     ds = (grain.MapDataset.source([t for t in tokens]).shuffle(seed=seed).repeat()
           .map(lambda x: {"tokens": x}).batch(batch_size, drop_remainder=True))
     return iter(ds.to_iter_dataset())
+
+
+def run_steps(trainer, state, tokens, steps, batch_size=8):
+    """`steps` training steps of `trainer` on consecutive batches of `tokens` (N, F, H, W) from `state`,
+    inside the trainer's mesh. Returns (state, [metrics dict of each step])."""
+    metrics = []
+    with jax.set_mesh(trainer.mesh):
+        for i in range(steps):
+            batch = {"tokens": jax.device_put(jnp.asarray(tokens[batch_size * i:batch_size * (i + 1)]),
+                                              trainer.batch_sharding)}
+            state, m = trainer.step(state, batch)
+            metrics.append(m)
+    return state, metrics

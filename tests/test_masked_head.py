@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from factories import structured_tokens, tiny_config
+from factories import run_steps, structured_tokens, tiny_config
 from jax.sharding import AxisType
 
 from maskflow_jax.config_validation import ConfigError, validate
@@ -93,11 +93,8 @@ def test_train_steps_with_masked_head_equal_full_head(shape):
         trainer = build_trainer(cfg, _mesh(shape))
         with jax.set_mesh(trainer.mesh):
             state = trainer.init(jax.random.key(0))
-            rows = []
-            for i in range(2):
-                batch = {"tokens": jax.device_put(jnp.asarray(data[8 * i:8 * i + 8]), trainer.batch_sharding)}
-                state, m = trainer.step(state, batch)
-                rows.append([float(m[k]) for k in ("loss", "accuracy", "grad_norm", "masked_fraction")])
+        state, metrics = run_steps(trainer, state, data, 2)
+        rows = [[float(m[k]) for k in ("loss", "accuracy", "grad_norm", "masked_fraction")] for m in metrics]
         results.append((np.array(rows), [np.asarray(x) for x in jax.tree.leaves(state.params)]))
     (rows, params), (rows_m, params_m) = results
     np.testing.assert_allclose(rows_m, rows, rtol=1e-5, atol=1e-6)

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from factories import structured_tokens, tiny_config, token_iterator
+from factories import run_steps, structured_tokens, tiny_config, token_iterator
 from jax.sharding import AxisType
 
 from maskflow_jax import checkpoint
@@ -55,11 +55,8 @@ def test_sharded_step_matches_single_device(data):
         trainer = build_trainer(cfg, _mesh(shape))
         with jax.set_mesh(trainer.mesh):
             state = trainer.init(jax.random.key(0))
-            losses = []
-            for i in range(2):
-                batch = {"tokens": jax.device_put(jnp.asarray(data[8 * i:8 * i + 8]), trainer.batch_sharding)}
-                state, metrics = trainer.step(state, batch)
-                losses.append(float(metrics["loss"]))
+        state, metrics = run_steps(trainer, state, data, 2)
+        losses = [float(m["loss"]) for m in metrics]
         results.append((losses, _leaves(state.params), state))
     (ref_losses, ref_params, _), *others = results
     for losses, params, state in others:
