@@ -1,4 +1,5 @@
 """Packaging for maskflow_jax (MaskFlow: discrete flow matching over VQ video tokens, in JAX)."""
+
 from setuptools import find_packages, setup
 
 INSTALL_REQUIRES = [
@@ -22,7 +23,7 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
-    "test": ["pytest>=8.0", "pytest-timeout>=2.3", "pytest-xdist>=3.5", "scipy>=1.11", "av>=12.0"],
+    "test": ["ruff>=0.17,<0.18", "pytest>=8.0", "pytest-timeout>=2.3", "pytest-xdist>=3.5", "scipy>=1.11", "av>=12.0"],
     # xdist: the suite runs on 2 workers (pytest.ini); scipy: sqrtm reference; av: video-folder tests
     "video": ["av>=12.0"],
     "tpu": ["jax[tpu]>=0.10.0"],

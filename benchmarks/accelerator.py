@@ -24,6 +24,7 @@ its timings mean nothing) (tests/test_accelerator.py).
 Writes <out>/accelerator.json, <out>/accelerator.md (printed last), <out>/accelerator.log, the topdown
 run's GIFs and <out>/topdown_run.tar.gz.partNN (at most 8 files: what the device tool brings back).
 """
+
 import argparse
 import datetime
 import json
@@ -46,8 +47,9 @@ def parse_args(argv=None):
     parser.add_argument("--parts", default=",".join(PLAN_SECONDS), help="comma-separated subset, in run order")
     parser.add_argument("--dry-run", action="store_true", help="every part at toy size (a CPU, < 3 minutes)")
     parser.add_argument("--scratch", default=None, help="work files (default: a temporary folder)")
-    parser.add_argument("--memory-limit-gib", type=float, default=0.05,
-                        help="batch search limit when the device reports none (a CPU)")
+    parser.add_argument(
+        "--memory-limit-gib", type=float, default=0.05, help="batch search limit when the device reports none (a CPU)"
+    )
     parser.add_argument("--part", default=None, help=argparse.SUPPRESS)  # internal: run one part
     parser.add_argument("--deadline", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
@@ -102,13 +104,21 @@ def orchestrate(args):
     os.makedirs(scratch, exist_ok=True)
     start = time.time()
     ends = deadlines(parts, start, budget, plan)
-    report = {"date": datetime.date.today().isoformat(), "dry_run": dry, "budget_s": budget,
-              "command": " ".join([os.path.basename(sys.executable), "-m", "benchmarks.accelerator", *sys.argv[1:]]),
-              "parts": {}}
+    report = {
+        "date": datetime.date.today().isoformat(),
+        "dry_run": dry,
+        "budget_s": budget,
+        "command": " ".join([os.path.basename(sys.executable), "-m", "benchmarks.accelerator", *sys.argv[1:]]),
+        "parts": {},
+    }
     log_path = os.path.join(args.out, "accelerator.log")
     # One compilation cache for the parts: the batch search and the samplers recompile programs of earlier parts.
-    env = dict(os.environ, PYTHONUNBUFFERED="1", JAX_COMPILATION_CACHE_DIR=os.path.join(scratch, "jax_cache"),
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
+    env = dict(
+        os.environ,
+        PYTHONUNBUFFERED="1",
+        JAX_COMPILATION_CACHE_DIR=os.path.join(scratch, "jax_cache"),
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5",
+    )
     if dry:  # toy sizes check the plumbing, not the speed: XLA's backend at -O0 compiles in half the time
         env["JAX_PLATFORMS"] = "cpu"
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
@@ -121,9 +131,23 @@ def orchestrate(args):
             if ends[name] - t0 < 3:
                 report["parts"][name] = {"status": "skipped", "reason": "no time left in the budget"}
                 continue
-            cmd = [sys.executable, "-m", "benchmarks.accelerator", "--part", name, "--deadline", str(ends[name]),
-                   "--result", result_path, "--out", args.out, "--scratch", scratch,
-                   "--memory-limit-gib", str(args.memory_limit_gib)] + (["--dry-run"] if dry else [])
+            cmd = [
+                sys.executable,
+                "-m",
+                "benchmarks.accelerator",
+                "--part",
+                name,
+                "--deadline",
+                str(ends[name]),
+                "--result",
+                result_path,
+                "--out",
+                args.out,
+                "--scratch",
+                scratch,
+                "--memory-limit-gib",
+                str(args.memory_limit_gib),
+            ] + (["--dry-run"] if dry else [])
             log.write(f"\n===== {name} (deadline in {ends[name] - t0:.0f} s)\n")
             log.flush()
             # Its own process group: a part stopped at its deadline takes its children (the CLI modes) with it.
@@ -162,8 +186,11 @@ def _f(x, fmt):
 
 
 def _skip_rows(rows, keys):
-    return [f"| {' | '.join(str(r.get(k, '')) for k in keys)} | {r['status']}: {r.get('reason', '')[:80]} |"
-            for r in rows if r.get("status") not in ("ok", "ran", "compiled")]
+    return [
+        f"| {' | '.join(str(r.get(k, '')) for k in keys)} | {r['status']}: {r.get('reason', '')[:80]} |"
+        for r in rows
+        if r.get("status") not in ("ok", "ran", "compiled")
+    ]
 
 
 def markdown(report):
@@ -171,72 +198,116 @@ def markdown(report):
     parts = report["parts"]
     peak = parts.get("peak", {})
     dev = peak.get("device", {})
-    lines = [f"# Accelerator run {report['date']}" + (" (dry run: toy sizes on CPU)" if report["dry_run"] else ""),
-             "", f"Command: `{report['command']}`; {report.get('total_s', 0):.0f} s of a {report['budget_s']:.0f} s "
-                 "budget.", ""]
+    lines = [
+        f"# Accelerator run {report['date']}" + (" (dry run: toy sizes on CPU)" if report["dry_run"] else ""),
+        "",
+        f"Command: `{report['command']}`; {report.get('total_s', 0):.0f} s of a {report['budget_s']:.0f} s budget.",
+        "",
+    ]
     if dev:
-        lines += [f"Device: {dev.get('device_kind')} x{dev.get('devices')} ({dev.get('platform')}, "
-                  f"jax {dev.get('jax')}); bf16 peak {_f(dev.get('peak_bf16_tflops'), '.0f') or 'unknown'} TFLOP/s "
-                  f"({dev.get('peak_source')}); "
-                  f"measured {peak.get('matmul_n')}^3 matmul: bf16 {_f(peak.get('matmul_bfloat16_tflops'), '.1f')}, "
-                  f"fp32 {_f(peak.get('matmul_float32_tflops'), '.1f')} TFLOP/s.", ""]
+        lines += [
+            f"Device: {dev.get('device_kind')} x{dev.get('devices')} ({dev.get('platform')}, "
+            f"jax {dev.get('jax')}); bf16 peak {_f(dev.get('peak_bf16_tflops'), '.0f') or 'unknown'} TFLOP/s "
+            f"({dev.get('peak_source')}); "
+            f"measured {peak.get('matmul_n')}^3 matmul: bf16 {_f(peak.get('matmul_bfloat16_tflops'), '.1f')}, "
+            f"fp32 {_f(peak.get('matmul_float32_tflops'), '.1f')} TFLOP/s.",
+            "",
+        ]
     lines += ["| part | status | seconds |", "|---|---|---|"]
-    lines += [f"| {k} | {v.get('status')}{': ' + v['reason'][:100] if v.get('reason') else ''} | "
-              f"{v.get('seconds', '')} |" for k, v in parts.items()]
+    lines += [
+        f"| {k} | {v.get('status')}{': ' + v['reason'][:100] if v.get('reason') else ''} | {v.get('seconds', '')} |"
+        for k, v in parts.items()
+    ]
     train = parts.get("train", {}).get("rows", [])
     if train:
         keys = ("size", "F", "dtype", "remat", "masked_head", "B")
-        lines += ["", "## Train step (one device, 2 clips, 32x32 tokens, V 16385; MFU vs the bf16 peak)", "",
-                  "| size | F | dtype | remat | masked head | B | attention | step ms | tokens/s | TFLOP/s | MFU | "
-                  "compile s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {r['size']} | {r['F']} | {r['dtype']} | {r['remat']} | {r['masked_head']} | {r['B']} | "
-                  f"{r.get('attention', '')} | {1e3 * r['step_s']:.1f} | {r['tokens_per_s']:.0f} | {r['tflops']:.1f} | "
-                  f"{_f(r.get('mfu') and 100 * r['mfu'], '.1f')}{'%' if r.get('mfu') else ''} | {r['compile_s']:.1f} |"
-                  for r in train if r.get("status") == "ok"]
+        lines += [
+            "",
+            "## Train step (one device, 2 clips, 32x32 tokens, V 16385; MFU vs the bf16 peak)",
+            "",
+            "| size | F | dtype | remat | masked head | B | attention | step ms | tokens/s | TFLOP/s | MFU | "
+            "compile s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['size']} | {r['F']} | {r['dtype']} | {r['remat']} | {r['masked_head']} | {r['B']} | "
+            f"{r.get('attention', '')} | {1e3 * r['step_s']:.1f} | {r['tokens_per_s']:.0f} | {r['tflops']:.1f} | "
+            f"{_f(r.get('mfu') and 100 * r['mfu'], '.1f')}{'%' if r.get('mfu') else ''} | {r['compile_s']:.1f} |"
+            for r in train
+            if r.get("status") == "ok"
+        ]
         skipped = _skip_rows(train, keys)
         if skipped:
-            lines += ["", "| size | F | dtype | remat | masked head | B | not measured |",
-                      "|---|---|---|---|---|---|---|"]
+            lines += [
+                "",
+                "| size | F | dtype | remat | masked head | B | not measured |",
+                "|---|---|---|---|---|---|---|",
+            ]
             lines += skipped
     batch = parts.get("batch", {}).get("rows", [])
     if batch:
-        lines += ["", "## Largest batch per device (bf16, masked head; compiled memory <= 95% of "
-                      f"{_f((parts['batch'].get('memory_limit_bytes') or 0) / 2**30, '.1f')} GiB)", "",
-                  "| size | F | remat | max B | GiB at max B | GiB per clip | status | step ms | tokens/s | MFU |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Largest batch per device (bf16, masked head; compiled memory <= 95% of "
+            f"{_f((parts['batch'].get('memory_limit_bytes') or 0) / 2**30, '.1f')} GiB)",
+            "",
+            "| size | F | remat | max B | GiB at max B | GiB per clip | status | step ms | tokens/s | MFU |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in batch:
             if "max_batch" in r:
-                lines.append(f"| {r['size']} | {r['F']} | {r['remat']} | {r['max_batch']} | "
-                             f"{_f(r.get('max_batch_bytes') and r['max_batch_bytes'] / 2**30, '.1f')} | "
-                             f"{r['bytes_per_clip'] / 2**30:.2f} | "
-                             f"{r['status']} | {_f(r.get('step_s') and 1e3 * r['step_s'], '.0f')} | "
-                             f"{_f(r.get('tokens_per_s'), '.0f')} | {_f(r.get('mfu') and 100 * r['mfu'], '.1f')} |")
+                lines.append(
+                    f"| {r['size']} | {r['F']} | {r['remat']} | {r['max_batch']} | "
+                    f"{_f(r.get('max_batch_bytes') and r['max_batch_bytes'] / 2**30, '.1f')} | "
+                    f"{r['bytes_per_clip'] / 2**30:.2f} | "
+                    f"{r['status']} | {_f(r.get('step_s') and 1e3 * r['step_s'], '.0f')} | "
+                    f"{_f(r.get('tokens_per_s'), '.0f')} | {_f(r.get('mfu') and 100 * r['mfu'], '.1f')} |"
+                )
             else:
-                lines.append(f"| {r['size']} | {r['F']} | {r['remat']} | | | | {r['status']}: "
-                             f"{r.get('reason', '')[:80]} | | | |")
+                lines.append(
+                    f"| {r['size']} | {r['F']} | {r['remat']} | | | | {r['status']}: {r.get('reason', '')[:80]} | | | |"
+                )
     sampling = parts.get("sampling", {}).get("rows", [])
     if sampling:
-        lines += ["", "## Sampling (bf16, batch 1, 20 steps per window; rollouts m 2, s F - 2)", "",
-                  "| size | F | ms / NFE | MGM window s | FM window s | MGM / 20 NFE | s per frame at 10x | status |",
-                  "|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {r['size']} | {r['F']} | {_f(r.get('ms_per_nfe'), '.1f')} | {_f(r.get('mgm_window_s'), '.3f')} | "
-                  f"{_f(r.get('fm_window_s'), '.3f')} | {_f(r.get('mgm_vs_20_forwards'), '.2f')} | "
-                  f"{_f(r.get('rollout_10x_s_per_frame'), '.4f')} | {r['status']} {r.get('reason', '')[:60]} |"
-                  for r in sampling]
+        lines += [
+            "",
+            "## Sampling (bf16, batch 1, 20 steps per window; rollouts m 2, s F - 2)",
+            "",
+            "| size | F | ms / NFE | MGM window s | FM window s | MGM / 20 NFE | s per frame at 10x | status |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['size']} | {r['F']} | {_f(r.get('ms_per_nfe'), '.1f')} | {_f(r.get('mgm_window_s'), '.3f')} | "
+            f"{_f(r.get('fm_window_s'), '.3f')} | {_f(r.get('mgm_vs_20_forwards'), '.2f')} | "
+            f"{_f(r.get('rollout_10x_s_per_frame'), '.4f')} | {r['status']} {r.get('reason', '')[:60]} |"
+            for r in sampling
+        ]
     i3d = parts.get("i3d", {})
     if i3d.get("rows"):
-        lines += ["", f"## I3D (weights: {i3d.get('weights')})", "", "| batch | frames | s / call | clips/s | status |",
-                  "|---|---|---|---|---|"]
-        lines += [f"| {r['batch']} | {r.get('frames', '')} | {_f(r.get('seconds'), '.3f')} | "
-                  f"{_f(r.get('clips_per_s'), '.1f')} | {r['status']} |" for r in i3d["rows"]]
+        lines += [
+            "",
+            f"## I3D (weights: {i3d.get('weights')})",
+            "",
+            "| batch | frames | s / call | clips/s | status |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['batch']} | {r.get('frames', '')} | {_f(r.get('seconds'), '.3f')} | "
+            f"{_f(r.get('clips_per_s'), '.1f')} | {r['status']} |"
+            for r in i3d["rows"]
+        ]
     top = parts.get("topdown", {})
     if top.get("train_last_metrics") or top.get("stage_seconds"):
         m = top.get("train_last_metrics", {})
-        lines += ["", f"## Built-in world ({top.get('config')})", "",
-                  f"Stages (s): {top.get('stage_seconds')}; trained {m.get('step', '?')} steps (time limit "
-                  f"{_f(top.get('train_max_seconds'), '.0f')} s; final loss {_f(m.get('loss'), '.3f')}, "
-                  f"masked accuracy {_f(m.get('accuracy'), '.3f')}, {_f(m.get('steps_per_sec'), '.1f')} steps/s); "
-                  f"samples: {top.get('samples', {}).get('summary', '')}; packed: {top.get('packed')}."]
+        lines += [
+            "",
+            f"## Built-in world ({top.get('config')})",
+            "",
+            f"Stages (s): {top.get('stage_seconds')}; trained {m.get('step', '?')} steps (time limit "
+            f"{_f(top.get('train_max_seconds'), '.0f')} s; final loss {_f(m.get('loss'), '.3f')}, "
+            f"masked accuracy {_f(m.get('accuracy'), '.3f')}, {_f(m.get('steps_per_sec'), '.1f')} steps/s); "
+            f"samples: {top.get('samples', {}).get('summary', '')}; packed: {top.get('packed')}.",
+        ]
     return "\n".join(lines) + "\n"
 
 

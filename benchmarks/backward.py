@@ -9,6 +9,7 @@ square of its output w.r.t. parameters and float inputs (the loss part: of the l
 as it was before issue 21 (docs/performance.md), timed in the same process.
 Prints seconds and grad / forward; JSON to benchmarks/results/backward.json.
 """
+
 import argparse
 
 import flax.linen as nn
@@ -17,8 +18,8 @@ import jax.numpy as jnp
 
 from benchmarks.common import matmul_peak_gflops, timeit, write_json
 from maskflow_jax.flow import losses
-from maskflow_jax.models.latte import Latte
 from maskflow_jax.models import layers
+from maskflow_jax.models.latte import Latte
 from maskflow_jax.models.layers import AdaLNBlock, Attention, Mlp
 
 D, HEADS, V, GRID, F, P = 384, 6, 1025, 16, 16, 2
@@ -72,8 +73,7 @@ def bench_module(module, inputs, repeats):
         out = module.apply({"params": p}, *a)
         return jnp.mean(jnp.square(out.astype(jnp.float32)))
 
-    float_args = tuple(i + 1 for i, a in enumerate(inputs) if jnp.issubdtype(a.dtype, jnp.floating)
-                       and a.ndim > 2)
+    float_args = tuple(i + 1 for i, a in enumerate(inputs) if jnp.issubdtype(a.dtype, jnp.floating) and a.ndim > 2)
     grad = jax.jit(jax.grad(loss, argnums=(0,) + float_args))
     return timeit(fwd, params, *inputs, repeats=repeats), timeit(grad, params, *inputs, repeats=repeats)
 
@@ -104,8 +104,10 @@ def main():
         f_s, g_s = bench_loss(args.batch, args.repeats) if name == "loss" else bench_module(*todo[name], args.repeats)
         restore()
         rows.append({"part": name, "B": args.batch, "forward_s": f_s, "grad_s": g_s, "ratio": g_s / f_s})
-        print(f"{name:>15}: forward {1e3 * f_s:8.1f} ms | grad {1e3 * g_s:8.1f} ms | grad/forward {g_s / f_s:5.2f}",
-              flush=True)
+        print(
+            f"{name:>15}: forward {1e3 * f_s:8.1f} ms | grad {1e3 * g_s:8.1f} ms | grad/forward {g_s / f_s:5.2f}",
+            flush=True,
+        )
     print(f"fp32 matmul peak (2048^3, measured now): {peak:.1f} GFLOP/s")
     write_json(f"backward_b{args.batch}", {"peak_gflops": peak, "rows": rows, "device": jax.devices()[0].device_kind})
 

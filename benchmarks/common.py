@@ -1,4 +1,5 @@
 """Shared benchmark helpers: timing, the machine's fp32 matmul peak, analytic FLOPs, table + JSON."""
+
 import json
 import os
 import statistics
@@ -56,8 +57,9 @@ def compile_train_step(trainer, tokens_shape):
     """(compiled train step, compile seconds) of a `train.setup.build_trainer` trainer, lowered from
     abstract inputs (no state is allocated): tokens_shape is the global batch (B, F, H, W)."""
     batch = {"tokens": jax.ShapeDtypeStruct(tokens_shape, jnp.int32, sharding=trainer.batch_sharding)}
-    state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                         trainer.abstract_state, trainer.state_shardings)
+    state = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), trainer.abstract_state, trainer.state_shardings
+    )
     start = time.perf_counter()
     with jax.set_mesh(trainer.mesh):
         compiled = trainer.step.lower(state, batch).compile()

@@ -7,6 +7,7 @@ one host with data.num_threads threads; compare them with the model's step time 
 global batch). The machine's load average is recorded: other processes on the cores lower every
 number.
 """
+
 import argparse
 import json
 import os
@@ -41,7 +42,7 @@ def bench_maze(videos, frames, repeats):
 
     def render_all():
         for lo in range(0, len(pos), 128):
-            maze.render(worlds, wid[lo:lo + 128], pos[lo:lo + 128], heading[lo:lo + 128])
+            maze.render(worlds, wid[lo : lo + 128], pos[lo : lo + 128], heading[lo : lo + 128])
 
     render_secs = _best_of(render_all, repeats)
     with tempfile.TemporaryDirectory() as tmp:
@@ -49,8 +50,11 @@ def bench_maze(videos, frames, repeats):
         maze.write_split(tmp, "train", videos, frames, seed=0)
         write_secs = time.perf_counter() - start
     n = videos * frames
-    return {"maze_frames_per_s": n / secs, "render_frames_per_s": n / render_secs,
-            "write_split_frames_per_s": n / write_secs}
+    return {
+        "maze_frames_per_s": n / secs,
+        "render_frames_per_s": n / render_secs,
+        "write_split_frames_per_s": n / write_secs,
+    }
 
 
 def bench_pipeline(workdir, videos, frames, clips, threads):
@@ -91,10 +95,17 @@ def main():
     results = {"maze": bench_maze(min(args.videos, 16), args.frames, repeats=3)}
     with tempfile.TemporaryDirectory() as tmp:
         results["pipeline"] = bench_pipeline(tmp, args.videos, args.frames, args.clips, args.threads)
-    results["setup"] = {"videos": args.videos, "frames": args.frames, "clip_frames": 16,
-                        "batch": 8, "threads": args.threads, "cpus": os.cpu_count(),
-                        "load_avg_1min_before": load, "machine": platform.machine(),
-                        "python": platform.python_version()}
+    results["setup"] = {
+        "videos": args.videos,
+        "frames": args.frames,
+        "clip_frames": 16,
+        "batch": 8,
+        "threads": args.threads,
+        "cpus": os.cpu_count(),
+        "load_avg_1min_before": load,
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+    }
 
     print(f"{'measure':<34}{'value':>12}")
     for group in ("maze", "pipeline"):

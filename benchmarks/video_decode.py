@@ -13,6 +13,7 @@ Writes a synthetic H.264 mp4 (256², 30 fps, crf 18, moving smooth texture with 
 Prints a table and writes benchmarks/results/video_decode.json with the load average (other
 processes on the cores lower every number).
 """
+
 import argparse
 import json
 import os
@@ -139,27 +140,39 @@ def main():
         results = {"decode": bench_decode(tmp, args.frames, args.clips)}
     if not args.skip_train_step:
         results["denoiser"] = bench_train_step(args.train_repeats)
-    results["setup"] = {"frames": args.frames, "clip_frames": CLIP, "cpus": os.cpu_count(),
-                        "load_avg_1min_before": load, "load_avg_1min_after": os.getloadavg()[0],
-                        "machine": platform.machine(), "python": platform.python_version(),
-                        "pyav": video_folder.import_av().__version__}
+    results["setup"] = {
+        "frames": args.frames,
+        "clip_frames": CLIP,
+        "cpus": os.cpu_count(),
+        "load_avg_1min_before": load,
+        "load_avg_1min_after": os.getloadavg()[0],
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "pyav": video_folder.import_av().__version__,
+    }
 
     dec = results["decode"]
-    rows = [("mp4 256² decode -> RGB (frames/s)", dec["decode_fps_256"]),
-            ("mp4 640x480 decode + crop + Lanczos 256² (frames/s)", dec["decode_crop_lanczos_fps_640x480_to_256"]),
-            ("16-frame 256² clips, random seek in mp4 (clips/s)", dec["random_clips_per_s_from_mp4"]),
-            ("prepare mp4 -> records (frames/s)", dec["prepare_frames_per_s"]),
-            ("16-frame 256² clips via pipeline from records (clips/s)", dec["pipeline_clips_per_s_from_records"])]
+    rows = [
+        ("mp4 256² decode -> RGB (frames/s)", dec["decode_fps_256"]),
+        ("mp4 640x480 decode + crop + Lanczos 256² (frames/s)", dec["decode_crop_lanczos_fps_640x480_to_256"]),
+        ("16-frame 256² clips, random seek in mp4 (clips/s)", dec["random_clips_per_s_from_mp4"]),
+        ("prepare mp4 -> records (frames/s)", dec["prepare_frames_per_s"]),
+        ("16-frame 256² clips via pipeline from records (clips/s)", dec["pipeline_clips_per_s_from_records"]),
+    ]
     if "denoiser" in results:
         step = results["denoiser"]["train_step_seconds"]
-        rows += [("denoiser train step, Latte-S/2, 32x32x16 tokens, B 1 (s)", step),
-                 ("  clips/s the step consumes (B / step time)", 1 / step)]
+        rows += [
+            ("denoiser train step, Latte-S/2, 32x32x16 tokens, B 1 (s)", step),
+            ("  clips/s the step consumes (B / step time)", 1 / step),
+        ]
     print(f"{'measure':<60}{'value':>10}")
     for name, value in rows:
         print(f"{name:<60}{value:>10.2f}")
-    print(f"(synthetic mp4: {dec['mp4_bytes_per_frame_256'] / 1e3:.1f} kB/frame at 256², keyframe every "
-          f"{dec['keyframe_interval']:.0f} frames; load average before {load:.2f}, after "
-          f"{results['setup']['load_avg_1min_after']:.2f} on {os.cpu_count()} cores)")
+    print(
+        f"(synthetic mp4: {dec['mp4_bytes_per_frame_256'] / 1e3:.1f} kB/frame at 256², keyframe every "
+        f"{dec['keyframe_interval']:.0f} frames; load average before {load:.2f}, after "
+        f"{results['setup']['load_avg_1min_after']:.2f} on {os.cpu_count()} cores)"
+    )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     print(f"wrote {args.out}")

@@ -4,6 +4,7 @@ Sections: data, tokenizer, model, flow, sampling, train, eval, mesh. Every field
 comment. Dataset configs (maze.py, dmlab.py, ffs.py) override fields and add variants through
 `get_config(arg)`; `maskflow_jax.config_validation.validate` checks the result.
 """
+
 import ml_collections
 from ml_collections import config_dict
 
@@ -15,8 +16,8 @@ def get_base():
 
     # --- data -----------------------------------------------------------------------------------
     c.data = d = ml_collections.ConfigDict()
-    d.name = "maze"  # maze | topdown (built-in worlds) | dmlab (.npz trajectories) | ffs (a folder or .zip of videos / frame folders)
-    d.root = config_dict.placeholder(str)  # raw data (dmlab: TECO layout, ffs: videos); None = <workdir>/data/raw for maze
+    d.name = "maze"  # maze | topdown (built-in worlds) | dmlab (.npz trajectories) | ffs (videos, frame folders, .zip)
+    d.root = config_dict.placeholder(str)  # raw data (dmlab: TECO layout, ffs: videos); None = <workdir>/data/raw
     d.prepared_dir = config_dict.placeholder(str)  # ArrayRecord clips; None = <workdir>/data/prepared
     d.train_split = "train"  # split folder name used for training
     d.eval_split = "test"  # split folder name used for evaluation
@@ -30,7 +31,7 @@ def get_base():
     d.prefetch = 8  # grain prefetch buffer (batches)
     d.skip_corrupt = False  # skip (and count) unreadable files instead of failing
     d.use_actions = False  # deliver per-frame actions with each clip
-    d.token_cache = config_dict.placeholder(str)  # folder of cached tokens (from --mode=tokenize); None = <workdir>/tokens
+    d.token_cache = config_dict.placeholder(str)  # cached tokens (--mode=tokenize); None = <workdir>/tokens
     # procedural maze generator (only for data.name == "maze")
     d.maze = ml_collections.ConfigDict()
     d.maze.num_train = 256  # trajectories in the train split
@@ -255,8 +256,17 @@ MESH_PRESETS = {
     # model-width (embed) or conv-output axis; gathered per layer by XLA.
     "fsdp": ((1, -1, 1), (("batch", ("data", "fsdp")), ("embed", "fsdp"), ("conv_out", "fsdp"))),
     # FSDP plus tensor parallelism over heads, MLP width and vocabulary.
-    "fsdp_tp": ((1, -1, 2), (("batch", ("data", "fsdp")), ("embed", "fsdp"), ("conv_out", "fsdp"),
-                             ("mlp", "tensor"), ("heads", "tensor"), ("vocab", "tensor"))),
+    "fsdp_tp": (
+        (1, -1, 2),
+        (
+            ("batch", ("data", "fsdp")),
+            ("embed", "fsdp"),
+            ("conv_out", "fsdp"),
+            ("mlp", "tensor"),
+            ("heads", "tensor"),
+            ("vocab", "tensor"),
+        ),
+    ),
 }
 
 

@@ -13,6 +13,7 @@ to 360 frames (10x). Paper figure: FVD 53.17 at 1x (20 NFE, chunk-wise).
 
 Variants: `:size=XL`, `:preset=chunk`, `:sampler=fm`, `:runlocal` (see configs/base.py).
 """
+
 from configs import base
 
 

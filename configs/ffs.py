@@ -19,6 +19,7 @@ stage from raw videos at toy sizes in a few minutes on a CPU (a tokenizer traine
     python -m maskflow_jax.main --config=configs/ffs.py:smoke --workdir=/tmp/ffs_smoke \
         --config.data.root=/data/some_videos
 """
+
 from configs import base
 
 

@@ -11,6 +11,7 @@ per horizon against baselines. Sizes fit ~20 minutes on a 2-core CPU.
 Variants (`--config=configs/maze.py:size=S,sampler=fm,runlocal`): see configs/base.py; `smoke`
 runs every stage at toy sizes in a few minutes (used by the tests).
 """
+
 from configs import base
 
 
@@ -47,7 +48,9 @@ def get_config(arg=None):
     c.train.lr = 2e-3  # reaches at 300 steps the held-out accuracy 5e-4 reached at 560
     c.train.warmup_steps = 50
     c.train.ema_decay = 0.995
-    c.train.ema_warmup = True  # min(0.995, (1 + step) / (10 + step)): a fixed 0.995 keeps 6% of the init after 560 steps
+    c.train.ema_warmup = (
+        True  # min(0.995, (1 + step) / (10 + step)): a fixed 0.995 keeps 6% of the init after 560 steps
+    )
     c.train.log_every = 50
     c.train.ckpt_every = 250
     c.train.sample_every = 0

@@ -18,6 +18,7 @@ Variants (`--config=configs/topdown.py:noactions,smoke`): `noactions` (unconditi
 `smoke` (every stage at toy size), `accel` (scaled up for one accelerator chip and trained for a
 fixed time, `train.max_seconds`; benchmarks/accelerator.py runs it), and those of configs/base.py.
 """
+
 from configs import base
 
 

@@ -7,6 +7,7 @@ for the tokenizer); it is saved in the metadata and checked on restore, so this 
 Restore always goes onto a sharded abstract target, so a checkpoint written on 8 devices restores
 on 1 device or another mesh layout. A damaged latest checkpoint falls back to the previous one.
 """
+
 import os
 
 import jax
@@ -22,8 +23,7 @@ def make_manager(directory, keep=3, async_save=True):
     """A CheckpointManager over `directory` (created if missing) keeping the newest `keep` steps."""
     directory = os.path.abspath(directory)
     os.makedirs(directory, exist_ok=True)
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save,
-                                           create=True)
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save, create=True)
     return ocp.CheckpointManager(directory, options=options)
 
 
@@ -40,8 +40,10 @@ def _grain_iterator(it):
     while not isinstance(it, kinds) and hasattr(it, "wrapped"):
         it = it.wrapped
     if not isinstance(it, kinds):
-        raise TypeError(f"cannot checkpoint a data iterator of type {type(it).__name__}: expected a grain "
-                        "DatasetIterator/DataLoaderIterator, or a wrapper exposing it as `.wrapped`")
+        raise TypeError(
+            f"cannot checkpoint a data iterator of type {type(it).__name__}: expected a grain "
+            "DatasetIterator/DataLoaderIterator, or a wrapper exposing it as `.wrapped`"
+        )
     return it
 
 
@@ -83,8 +85,13 @@ def restore_latest(manager, target, data_iter=None, step=None, version=None):
         try:
             restored = manager.restore(step, args=ocp.args.Composite(**items))
         except Exception as err:  # noqa: BLE001 - any read failure means "damaged", try older ones
-            logging.warning("checkpoint step %d in %s is unreadable (%s: %s); trying the previous one",
-                            step, manager.directory, type(err).__name__, err)
+            logging.warning(
+                "checkpoint step %d in %s is unreadable (%s: %s); trying the previous one",
+                step,
+                manager.directory,
+                type(err).__name__,
+                err,
+            )
             errors.append(f"step {step}: {type(err).__name__}: {err}")
             continue
         meta = dict(restored["meta"])
@@ -92,7 +99,8 @@ def restore_latest(manager, target, data_iter=None, step=None, version=None):
             raise CheckpointError(
                 f"checkpoint step {step} in {manager.directory} has state_version "
                 f"{meta.get('state_version')} but this code writes {version}; "
-                "restore it with the code version that wrote it or start a new workdir")
+                "restore it with the code version that wrote it or start a new workdir"
+            )
         if errors:
             logging.warning("resumed from step %d after skipping damaged checkpoints: %s", step, errors)
         return step, restored["state"], meta

@@ -8,11 +8,13 @@
 `sample_heldout` (`--mode=sample`, the pipeline's samples stage) continues held-out videos and writes
 GIFs and a frame grid to `<workdir>/samples/`.
 """
+
 import dataclasses
 import functools
 import json
 import os
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import ml_collections
@@ -39,9 +41,12 @@ def load_denoiser(cfg, workdir, use_ema=True, step=None):
     trainer = build_trainer(cfg, make_mesh(cfg.mesh, devices=jax.local_devices()[:1]))
     manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"))
     try:
-        restored = checkpoint.restore_latest(manager, checkpoint.abstract_target(trainer.abstract_state,
-                                                                                 trainer.state_shardings),
-                                            step=step, version=STATE_VERSION)
+        restored = checkpoint.restore_latest(
+            manager,
+            checkpoint.abstract_target(trainer.abstract_state, trainer.state_shardings),
+            step=step,
+            version=STATE_VERSION,
+        )
     finally:
         manager.close()
     if restored is None:
@@ -89,18 +94,23 @@ class Run:
         checks the shape)."""
         if not self.action_cond:
             if actions is not None:
-                raise ValueError("actions given, but this run's denoiser is not action-conditioned "
-                                 "(config.model.action_cond=False): drop actions=")
+                raise ValueError(
+                    "actions given, but this run's denoiser is not action-conditioned "
+                    "(config.model.action_cond=False): drop actions="
+                )
             return None
         if actions is None:
-            raise ValueError("this run's denoiser is action-conditioned (config.model.action_cond=True): pass "
-                             f"actions=int (B, L) = ({batch}, {length}), e.g. the held-out videos' actions "
-                             "(data/heldout.py actions)")
+            raise ValueError(
+                "this run's denoiser is action-conditioned (config.model.action_cond=True): pass "
+                f"actions=int (B, L) = ({batch}, {length}), e.g. the held-out videos' actions "
+                "(data/heldout.py actions)"
+            )
         actions = np.asarray(actions)
         n = self.cfg.model.num_actions
         if actions.size and (actions.min() < 0 or actions.max() >= n):
-            raise ValueError(f"action ids must be in [0, {n}) (config.model.num_actions); got "
-                             f"[{actions.min()}, {actions.max()}]")
+            raise ValueError(
+                f"action ids must be in [0, {n}) (config.model.num_actions); got [{actions.min()}, {actions.max()}]"
+            )
         return actions
 
     def logits_fn(self) -> Callable:
@@ -117,9 +127,21 @@ class Run:
             self._chunk_fns[key] = ro.make_chunk_fn(fn, self.apply_fn(), params=self.params)
         return self._chunk_fns[key]
 
-    def generate(self, rng, context_video=None, context_tokens=None, num_frames=None, context=None, stride=None,
-                 sampler=None, steps=None, batch_size=None, callback: Optional[Callable] = None, decode=True,
-                 actions=None):
+    def generate(
+        self,
+        rng,
+        context_video=None,
+        context_tokens=None,
+        num_frames=None,
+        context=None,
+        stride=None,
+        sampler=None,
+        steps=None,
+        batch_size=None,
+        callback: Callable | None = None,
+        decode=True,
+        actions=None,
+    ):
         """Generates num_frames (L) frames from `context` (m) given frames.
 
         context_video: uint8 (B, >= m, H, W, 3) pixels (tokenized here), or context_tokens
@@ -141,10 +163,20 @@ class Run:
             raise ValueError(f"context={m} frames requested: pass context_video or context_tokens (or context=0)")
         batch = context_tokens.shape[0] if context_tokens is not None else (batch_size or s.batch_size)
         actions = self.check_actions(actions, batch, num_frames)
-        tokens, info = ro.rollout(rng, self.chunk_fn(sampler, steps), context_tokens, length=num_frames,
-                                  window=self.cfg.data.frames, context=m, stride=stride,
-                                  mask_id=self.cfg.tokenizer.n_embed, grid=self.tokenizer.grid, batch=batch,
-                                  callback=callback, actions=actions)
+        tokens, info = ro.rollout(
+            rng,
+            self.chunk_fn(sampler, steps),
+            context_tokens,
+            length=num_frames,
+            window=self.cfg.data.frames,
+            context=m,
+            stride=stride,
+            mask_id=self.cfg.tokenizer.n_embed,
+            grid=self.tokenizer.grid,
+            batch=batch,
+            callback=callback,
+            actions=actions,
+        )
         info["tokens"] = tokens
         return (self.tokenizer.decode(tokens) if decode else tokens), info
 
@@ -215,7 +247,7 @@ def save_frame_grid(path, video, every=1, columns=16):
     pad = (-len(frames)) % columns
     if pad:
         frames = np.concatenate([frames, np.zeros((pad,) + frames.shape[1:], frames.dtype)])
-    rows = [np.concatenate(list(frames[i:i + columns]), axis=1) for i in range(0, len(frames), columns)]
+    rows = [np.concatenate(list(frames[i : i + columns]), axis=1) for i in range(0, len(frames), columns)]
     Image.fromarray(np.concatenate(rows, axis=0)).save(path)
 
 
@@ -231,16 +263,23 @@ def sample_heldout(cfg, workdir):
     actions = heldout.actions(cfg, workdir, idx, cfg.sampling.horizon) if run.action_cond else None
     out = os.path.join(workdir, "samples")
     os.makedirs(out, exist_ok=True)
-    video, info = run.generate(jax.random.key(cfg.seed), context_tokens=ctx, num_frames=cfg.sampling.horizon,
-                               actions=actions)
+    video, info = run.generate(
+        jax.random.key(cfg.seed), context_tokens=ctx, num_frames=cfg.sampling.horizon, actions=actions
+    )
     for i in range(len(video)):
         save_gif(os.path.join(out, f"sample_{i}.gif"), video[i])
     save_frame_grid(os.path.join(out, "grid.png"), video[0], every=max(1, len(video[0]) // 32))
     per_frame = info["seconds"] / max(1, (cfg.sampling.horizon - m) * len(video))
-    summary = {"nfe": info["nfe"], "chunks": info["chunks"], "seconds": info["seconds"],
-               "seconds_per_frame": per_frame, "frames": int(video.shape[1]), "videos": int(len(video)),
-               "summary": f"{len(video)} videos of {video.shape[1]} frames, {info['nfe']} NFE, "
-                          f"{per_frame:.3f} s per generated frame -> {out}"}
+    summary = {
+        "nfe": info["nfe"],
+        "chunks": info["chunks"],
+        "seconds": info["seconds"],
+        "seconds_per_frame": per_frame,
+        "frames": int(video.shape[1]),
+        "videos": int(len(video)),
+        "summary": f"{len(video)} videos of {video.shape[1]} frames, {info['nfe']} NFE, "
+        f"{per_frame:.3f} s per generated frame -> {out}",
+    }
     with open(os.path.join(out, "info.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=1)
     return summary

@@ -3,6 +3,7 @@
 Parses flags, validates the config, initialises (multi-process) JAX, logs the topology and calls
 `run(config, workdir)` of the mode's module in maskflow_jax/modes/ (docs/design.md).
 """
+
 import importlib
 import sys
 
@@ -23,12 +24,14 @@ MODES = {
     "efficiency": "maskflow_jax.modes.efficiency",
 }
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:variant], e.g. configs/maze.py:runlocal",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file[:variant], e.g. configs/maze.py:runlocal", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and outputs.")
 _MODE = flags.DEFINE_enum("mode", None, list(MODES), "What to run; default: the config's `mode` field.")
-_DISTRIBUTED = flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
-                                 "Multi-process JAX: auto-detect from the environment, force, or skip.")
+_DISTRIBUTED = flags.DEFINE_enum(
+    "distributed", "auto", ["auto", "on", "off"], "Multi-process JAX: auto-detect from the environment, force, or skip."
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 

@@ -1,4 +1,5 @@
 """Process-level setup: multi-process JAX initialisation and a log line of the topology."""
+
 import os
 
 import jax
@@ -42,9 +43,16 @@ def topology():
 
 def log_topology():
     topo = topology()
-    logging.info("JAX %s | process %d/%d | %d local / %d global %s devices (%s)", jax.__version__,
-                 topo["process_index"], topo["process_count"], topo["local_devices"],
-                 topo["global_devices"], topo["platform"], topo["device_kind"])
+    logging.info(
+        "JAX %s | process %d/%d | %d local / %d global %s devices (%s)",
+        jax.__version__,
+        topo["process_index"],
+        topo["process_count"],
+        topo["local_devices"],
+        topo["global_devices"],
+        topo["platform"],
+        topo["device_kind"],
+    )
     return topo
 
 
@@ -71,5 +79,7 @@ def check_hosts_agree(name, value):
     every = np.asarray(multihost_utils.process_allgather(mine))
     if not (every == mine).all():
         differing = [i for i in range(every.shape[0]) if not (every[i] == every[0]).all()]
-        raise HostMismatchError(f"processes disagree on the {name}: process(es) {differing} differ from process 0; "
-                                f"start every host with the same command, config and data")
+        raise HostMismatchError(
+            f"processes disagree on the {name}: process(es) {differing} differ from process 0; "
+            f"start every host with the same command, config and data"
+        )

@@ -3,6 +3,7 @@ and is skipped (with its saved summary) when the marker exists. A killed run res
 same command therefore continues at the first unfinished stage; each stage is itself resumable
 (checkpoints, per-shard outputs) so work inside a stage is not repeated either.
 """
+
 import json
 import os
 import time

@@ -7,6 +7,7 @@ m = sampling.context and m = F - 1, both time inputs, the future-visible control
 on the held-out videos of the run's eval split, with the run's saved config and EMA weights. Used for
 the ablations in docs/experiments/, which train denoisers without running the whole pipeline.
 """
+
 import argparse
 import json
 import os

@@ -14,6 +14,7 @@ It also prints the code usage of the run's training tokens (codes used, perplexi
 Moves are the top-down world's (maskflow_jax/data/topdown.py: 0 W, 1 E, 2 N, 3 S, 4 stay), with
 `actions[m - 1]` the move into frame m. Shapes: pred, truth, prev int (N, H, W); moves int (N,).
 """
+
 import argparse
 import functools
 import json
@@ -36,8 +37,10 @@ def classify(pred, truth, prev, moves, skip=((AGENT_CELL, AGENT_CELL),)):
     whose cell or source cell is in `skip` (the agent), or that do not follow that rule are left out."""
     pred, truth, prev, moves = (np.asarray(a) for a in (pred, truth, prev, moves))
     if not pred.shape == truth.shape == prev.shape or pred.ndim != 3 or moves.shape != pred.shape[:1]:
-        raise ValueError(f"need pred, truth, prev (N, H, W) and moves (N,); got {pred.shape}, {truth.shape}, "
-                         f"{prev.shape}, {moves.shape}")
+        raise ValueError(
+            f"need pred, truth, prev (N, H, W) and moves (N,); got {pred.shape}, {truth.shape}, "
+            f"{prev.shape}, {moves.shape}"
+        )
     counts = dict.fromkeys(CATEGORIES, 0)
     h, w = truth.shape[1:]
     inside = lambda i, j: 0 <= i < h and 0 <= j < w  # noqa: E731
@@ -84,30 +87,51 @@ def main(argv=None):
     args = parser.parse_args(argv)
     cfg = inference.saved_config(args.workdir)
     if not cfg.data.use_actions:
-        raise ValueError(f"{args.workdir}: the run was trained without actions (config.data.use_actions=False); "
-                         "this script needs the recorded moves")
+        raise ValueError(
+            f"{args.workdir}: the run was trained without actions (config.data.use_actions=False); "
+            "this script needs the recorded moves"
+        )
     m = cfg.sampling.context if args.context is None else args.context
     run = inference.load_run(args.workdir, cfg=cfg, use_ema=cfg.eval.use_ema)
     toks, _, acts = heldout.load(cfg, args.workdir, cfg.eval.num_videos, max(cfg.eval.horizons) * cfg.data.frames)
     f = cfg.data.frames
     n, length = toks.shape[:2]
     k = length // f
-    clips = np.asarray(toks)[:, :k * f].reshape((n * k, f) + toks.shape[2:])
-    clip_acts = np.asarray(acts)[:, :k * f].reshape(n * k, f)
+    clips = np.asarray(toks)[:, : k * f].reshape((n * k, f) + toks.shape[2:])
+    clip_acts = np.asarray(acts)[:, : k * f].reshape(n * k, f)
     model_acts = np.roll(clip_acts, 1, axis=0) if args.actions == "shuffled" else clip_acts
     apply = functools.partial(jax.jit(run.apply_fn()), run.params)
     bs = cfg.eval.batch_size
-    pred = np.concatenate([np.asarray(prediction.next_frame_predictions(
-        apply, clips[i:i + bs], m, cfg.tokenizer.n_embed,
-        actions=model_acts[i:i + bs] if cfg.model.action_cond else None)) for i in range(0, len(clips), bs)])
+    pred = np.concatenate(
+        [
+            np.asarray(
+                prediction.next_frame_predictions(
+                    apply,
+                    clips[i : i + bs],
+                    m,
+                    cfg.tokenizer.n_embed,
+                    actions=model_acts[i : i + bs] if cfg.model.action_cond else None,
+                )
+            )
+            for i in range(0, len(clips), bs)
+        ]
+    )
     counts = classify(pred, clips[:, m], clips[:, m - 1], clip_acts[:, m - 1])
     total = sum(counts.values())
     src = records.RecordSource(tokens.token_dir(cfg, args.workdir), cfg.data.train_split)
-    used, perplexity = code_usage(np.concatenate([np.asarray(src[i]["video"]).ravel() for i in range(len(src))]),
-                                  cfg.tokenizer.n_embed)
-    out = {"workdir": args.workdir, "step": run.step, "context": m, "actions": args.actions, "tokens": total,
-           "shares": {c: round(v / max(total, 1), 4) for c, v in counts.items()},
-           "train_codes_used": used, "train_code_perplexity": round(perplexity, 1)}
+    used, perplexity = code_usage(
+        np.concatenate([np.asarray(src[i]["video"]).ravel() for i in range(len(src))]), cfg.tokenizer.n_embed
+    )
+    out = {
+        "workdir": args.workdir,
+        "step": run.step,
+        "context": m,
+        "actions": args.actions,
+        "tokens": total,
+        "shares": {c: round(v / max(total, 1), 4) for c, v in counts.items()},
+        "train_codes_used": used,
+        "train_code_perplexity": round(perplexity, 1),
+    }
     print(json.dumps(out))
 
 

@@ -17,6 +17,7 @@ box per video instead: the square covering every frame's box (no jitter, looser 
 resized with PIL's Lanczos filter. Existing outputs are kept (the script resumes); a video that
 cannot be read is reported by name and counted, and the script exits non-zero at the end.
 """
+
 import argparse
 import concurrent.futures
 import os
@@ -68,8 +69,7 @@ def fill_empty(boxes):
     if not valid:
         return None
     idx = np.asarray(valid)
-    return [boxes[i] if boxes[i] is not None else boxes[idx[np.argmin(np.abs(idx - i))]]
-            for i in range(len(boxes))]
+    return [boxes[i] if boxes[i] is not None else boxes[idx[np.argmin(np.abs(idx - i))]] for i in range(len(boxes))]
 
 
 def crop_boxes(boxes, width, height, margin, stable):
@@ -89,8 +89,10 @@ def process_video(original, mask, out, *, size=256, margin=1.0, threshold=10, st
     raw_boxes, (width, height) = mask_boxes(mask, threshold)
     boxes = fill_empty(raw_boxes)
     if boxes is None:
-        raise ValueError(f"{mask}: no mask pixel above --threshold={threshold} in any frame; check "
-                         "the mask video or lower --threshold")
+        raise ValueError(
+            f"{mask}: no mask pixel above --threshold={threshold} in any frame; check "
+            "the mask video or lower --threshold"
+        )
     crops = crop_boxes(boxes, width, height, margin, stable)
     tmp = out.with_name(out.name + f".tmp-{os.getpid()}.mp4")
     written = 0
@@ -99,8 +101,9 @@ def process_video(original, mask, out, *, size=256, margin=1.0, threshold=10, st
             in_stream = src.streams.video[0]
             in_stream.thread_type = "AUTO"
             if (in_stream.width, in_stream.height) != (width, height):
-                raise ValueError(f"{original}: {in_stream.width}x{in_stream.height} frames but its mask "
-                                 f"{mask} is {width}x{height}")
+                raise ValueError(
+                    f"{original}: {in_stream.width}x{in_stream.height} frames but its mask {mask} is {width}x{height}"
+                )
             stream = dst.add_stream("libx264", rate=in_stream.average_rate or 30)
             stream.width = stream.height = size
             stream.pix_fmt = "yuv420p"
@@ -130,12 +133,13 @@ def find_pairs(src, split):
     originals = {p.stem: p for p in sorted((folder / "original").glob("*")) if p.suffix.lower() in EXTENSIONS}
     masks = {p.stem: p for p in sorted((folder / "mask").glob("*")) if p.suffix.lower() in EXTENSIONS}
     if not originals:
-        raise SystemExit(f"no videos in {folder / 'original'}; expected the FaceForensics v1 layout "
-                         f"<src>/{split}/original/<name>.avi with <src>/{split}/mask/<name>.avi")
+        raise SystemExit(
+            f"no videos in {folder / 'original'}; expected the FaceForensics v1 layout "
+            f"<src>/{split}/original/<name>.avi with <src>/{split}/mask/<name>.avi"
+        )
     missing = sorted(set(originals) - set(masks))
     if missing:
-        print(f"warning: {len(missing)} videos of {split} have no mask (skipped): {missing[:5]}...",
-              file=sys.stderr)
+        print(f"warning: {len(missing)} videos of {split} have no mask (skipped): {missing[:5]}...", file=sys.stderr)
     return [(n, originals[n], masks[n]) for n in sorted(originals) if n in masks]
 
 
@@ -163,7 +167,7 @@ def main(argv=None):
     kw = dict(size=args.size, margin=args.margin, threshold=args.threshold, stable=args.stable, crf=args.crf)
     failed = 0
     for split in args.splits:
-        pairs = find_pairs(args.src, split)[:args.limit]
+        pairs = find_pairs(args.src, split)[: args.limit]
         out_dir = Path(args.out) / split
         out_dir.mkdir(parents=True, exist_ok=True)
         todo = [(n, o, m, out_dir / f"{n}.mp4", kw) for n, o, m in pairs if not (out_dir / f"{n}.mp4").exists()]

@@ -13,6 +13,7 @@ and reports, against the real continuation:
   settings with each other, not with other tables), and motion / contrast of those frames.
 Writes a table to stdout and JSON to `--out` (default <workdir>/sampler_sweep.json).
 """
+
 import argparse
 import dataclasses
 import json
@@ -64,20 +65,31 @@ def main(argv=None):
     for setting in args.setting:
         variant = dataclasses.replace(run, cfg=apply_setting(cfg, setting), _chunk_fns={})
         start = time.perf_counter()
-        video, info = variant.generate(jax.random.key(args.seed), context_tokens=tokens[:, :m], num_frames=args.horizon,
-                                       actions=actions)
+        video, info = variant.generate(
+            jax.random.key(args.seed), context_tokens=tokens[:, :m], num_frames=args.horizon, actions=actions
+        )
         seconds = time.perf_counter() - start
         gen = info["tokens"]
         fake = protocols.video_stats("maze", video[:, last], feature_fn=feature_fn, batch_size=cfg.eval.batch_size)
         rec = protocols.make_record("maze", reference, fake, use_ema=cfg.eval.use_ema)
-        rows.append({"setting": setting, "agreement_first": float(np.mean(gen[:, m:f] == tokens[:, m:f])),
-                     "agreement_last": float(np.mean(gen[:, last] == tokens[:, last])), "fvd": rec["fvd"],
-                     "kvd": rec["kvd"], **metrics.dynamics(video[:, last]), "seconds": seconds,
-                     "num_videos": int(len(tokens))})
+        rows.append(
+            {
+                "setting": setting,
+                "agreement_first": float(np.mean(gen[:, m:f] == tokens[:, m:f])),
+                "agreement_last": float(np.mean(gen[:, last] == tokens[:, last])),
+                "fvd": rec["fvd"],
+                "kvd": rec["kvd"],
+                **metrics.dynamics(video[:, last]),
+                "seconds": seconds,
+                "num_videos": int(len(tokens)),
+            }
+        )
         r = rows[-1]
-        print(f"{setting:50s} agreement {r['agreement_first']:.3f} / {r['agreement_last']:.3f}  FVD {r['fvd']:7.1f}  "
-              f"KVD {r['kvd']:6.1f}  motion {r['motion']:5.1f}  contrast {r['contrast']:5.1f}  {seconds:5.1f} s",
-              flush=True)
+        print(
+            f"{setting:50s} agreement {r['agreement_first']:.3f} / {r['agreement_last']:.3f}  FVD {r['fvd']:7.1f}  "
+            f"KVD {r['kvd']:6.1f}  motion {r['motion']:5.1f}  contrast {r['contrast']:5.1f}  {seconds:5.1f} s",
+            flush=True,
+        )
     real = metrics.dynamics(pixels[:, last])
     print(f"{'real held-out videos':50s} motion {real['motion']:5.1f}  contrast {real['contrast']:5.1f}")
     out = args.out or os.path.join(args.workdir, "sampler_sweep.json")

@@ -18,6 +18,7 @@ share. Actions in the DMLab coding record each move (0 the view moves left, 1 ri
 
 Shapes: token frames (N, h, w) int; videos (N, L, h, w) int32; actions (N, L) int32.
 """
+
 import argparse
 import json
 import os
@@ -61,7 +62,7 @@ def shift_videos(frames, num, length, rng, p_move=0.8, min_run=4, max_run=20, p_
             if left == 0:
                 step = int(rng.choice([-1, 1])) if rng.random() < p_move else 0
                 left = int(rng.integers(min_run, max_run + 1))
-            videos[n, f] = pano[:, x:x + w]
+            videos[n, f] = pano[:, x : x + w]
             actions[n, f] = {-1: LEFT, 1: RIGHT, 0: STAY}[step]
             x, left = x + step, left - 1
     if p_noise > 0:
@@ -78,15 +79,30 @@ def build(source, out, num_train=128, num_test=24, length=160, p_move=0.8, seed=
     metas = {}
     for split, num in (("train", num_train), ("test", num_test)):
         if not records.is_prepared(source, split):
-            raise FileNotFoundError(f"no token split {split!r} in {source!r}: pass --source a run's token cache "
-                                    "(<workdir>/tokens, written by --mode=tokenize or the pipeline)")
+            raise FileNotFoundError(
+                f"no token split {split!r} in {source!r}: pass --source a run's token cache "
+                "(<workdir>/tokens, written by --mode=tokenize or the pipeline)"
+            )
         src = records.RecordSource(source, split)
         frames = np.concatenate([np.asarray(src[i]["video"])[::every] for i in range(len(src))])
         videos, actions = shift_videos(frames, num, length, rng, p_move=p_move, p_noise=p_noise)
-        fingerprint = {"shift_probe": {"source": os.path.abspath(source), "length": length, "p_move": p_move,
-                                       "p_noise": p_noise, "seed": seed, "every": every}}
-        metas[split] = records.prepare_split(({"video": v, "actions": a} for v, a in zip(videos, actions)), out,
-                                             split, fingerprint=fingerprint, force=True)
+        fingerprint = {
+            "shift_probe": {
+                "source": os.path.abspath(source),
+                "length": length,
+                "p_move": p_move,
+                "p_noise": p_noise,
+                "seed": seed,
+                "every": every,
+            }
+        }
+        metas[split] = records.prepare_split(
+            ({"video": v, "actions": a} for v, a in zip(videos, actions)),
+            out,
+            split,
+            fingerprint=fingerprint,
+            force=True,
+        )
     return metas
 
 
@@ -98,14 +114,18 @@ def check(workdir, split="test", use_ema=True):
     cfg = inference.saved_config(workdir)
     cache = tokens.token_dir(cfg, workdir)
     if not records.is_prepared(cache, split):
-        raise FileNotFoundError(f"no probe split {split!r} in {cache!r}: write it with `python "
-                                f"scripts/shift_probe.py build --out {cache}` before training")
+        raise FileNotFoundError(
+            f"no probe split {split!r} in {cache!r}: write it with `python "
+            f"scripts/shift_probe.py build --out {cache}` before training"
+        )
     model, params, step = inference.load_denoiser(cfg, workdir, use_ema=use_ema)
     src = records.RecordSource(cache, split)
     videos = [src[i] for i in range(len(src))]
     if len({len(v["video"]) for v in videos}) != 1:
-        raise ValueError(f"{cache!r} split {split!r} has videos of different lengths: not a shift-probe cache "
-                         "(rebuild it with `shift_probe build`)")
+        raise ValueError(
+            f"{cache!r} split {split!r} has videos of different lengths: not a shift-probe cache "
+            "(rebuild it with `shift_probe build`)"
+        )
     acts = np.stack([v["actions"] for v in videos]) if cfg.model.get("action_cond", False) else None
     run = inference.Run(cfg=cfg, tokenizer=None, model=model, params=params, step=step)  # no decoding here
     return prediction.check_run(cfg, run, np.stack([v["video"] for v in videos]), acts)
@@ -127,8 +147,16 @@ def main(argv=None):
     c.add_argument("--workdir", required=True)
     args = parser.parse_args(argv)
     if args.command == "build":
-        metas = build(args.source, args.out, args.num_train, args.num_test, args.length, args.p_move, args.seed,
-                      p_noise=args.p_noise)
+        metas = build(
+            args.source,
+            args.out,
+            args.num_train,
+            args.num_test,
+            args.length,
+            args.p_move,
+            args.seed,
+            p_noise=args.p_noise,
+        )
         print(json.dumps({s: m["count"] for s, m in metas.items()}))
     else:
         for row in check(args.workdir):

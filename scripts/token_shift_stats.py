@@ -7,6 +7,7 @@ of the changed tokens, the share away from the entering edge and the agent's til
 of those the share equal to the previous frame's token at the moved-from position ("shift-exact");
 and the changed-token accuracy of a shift oracle (moves the previous frame, wrong on the edge).
 """
+
 import argparse
 
 import numpy as np
@@ -24,8 +25,9 @@ def shift_stats(tokens, actions):
             dr, dc = topdown.MOVES[int(acts[f])]
             prev, nxt = video[f], video[f + 1]
             moved = np.full_like(prev, -1)  # nxt[y, x] should be prev[y + dr, x + dc]
-            moved[max(0, -dr):h - max(0, dr), max(0, -dc):w - max(0, dc)] = \
-                prev[max(0, dr):h - max(0, -dr), max(0, dc):w - max(0, -dc)]
+            moved[max(0, -dr) : h - max(0, dr), max(0, -dc) : w - max(0, dc)] = prev[
+                max(0, dr) : h - max(0, -dr), max(0, dc) : w - max(0, -dc)
+            ]
             ch = nxt != prev
             known = moved >= 0
             known[topdown.AGENT_CELL, topdown.AGENT_CELL] = False
@@ -34,9 +36,13 @@ def shift_stats(tokens, actions):
             exact += (ch & known & (moved == nxt)).sum()
             edge += (ch & (moved < 0)).sum()
     total = tokens[:, 1:].size
-    return {"changed_share": changed / total, "interior_of_changed": interior / changed,
-            "shift_exact_of_interior": exact / max(interior, 1), "edge_of_changed": edge / changed,
-            "shift_oracle_changed_accuracy": exact / changed}
+    return {
+        "changed_share": changed / total,
+        "interior_of_changed": interior / changed,
+        "shift_exact_of_interior": exact / max(interior, 1),
+        "edge_of_changed": edge / changed,
+        "shift_oracle_changed_accuracy": exact / changed,
+    }
 
 
 def main(argv=None):

@@ -1,4 +1,5 @@
 """Tiny configs and synthetic token data shared by the tests (the tiny-model factory)."""
+
 import grain
 import jax
 import jax.numpy as jnp
@@ -46,8 +47,13 @@ def structured_tokens(num, frames, grid, n_embed, seed=0):
 
 def token_iterator(tokens, batch_size, seed=0):
     """A checkpointable grain iterator of {"tokens": (batch_size, F, H, W)} batches, repeated forever."""
-    ds = (grain.MapDataset.source([t for t in tokens]).shuffle(seed=seed).repeat()
-          .map(lambda x: {"tokens": x}).batch(batch_size, drop_remainder=True))
+    ds = (
+        grain.MapDataset.source([t for t in tokens])
+        .shuffle(seed=seed)
+        .repeat()
+        .map(lambda x: {"tokens": x})
+        .batch(batch_size, drop_remainder=True)
+    )
     return iter(ds.to_iter_dataset())
 
 
@@ -57,8 +63,11 @@ def run_steps(trainer, state, tokens, steps, batch_size=8):
     metrics = []
     with jax.set_mesh(trainer.mesh):
         for i in range(steps):
-            batch = {"tokens": jax.device_put(jnp.asarray(tokens[batch_size * i:batch_size * (i + 1)]),
-                                              trainer.batch_sharding)}
+            batch = {
+                "tokens": jax.device_put(
+                    jnp.asarray(tokens[batch_size * i : batch_size * (i + 1)]), trainer.batch_sharding
+                )
+            }
             state, m = trainer.step(state, batch)
             metrics.append(m)
     return state, metrics

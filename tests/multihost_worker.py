@@ -2,6 +2,7 @@
 
 usage: python multihost_worker.py PROCESS_ID PORT WORKDIR [mismatch]
 """
+
 import json
 import os
 import sys

@@ -1,5 +1,6 @@
 """benchmarks/accelerator.py: the budget, the report, packing the trained run, train.max_seconds, the
 topdown `accel` variant, and the --dry-run of every part on this CPU."""
+
 import json
 import os
 import subprocess
@@ -41,12 +42,30 @@ def test_deadlines_keep_later_parts_their_planned_shares():
 
 
 def test_markdown_reports_measured_and_skipped_cases():
-    row = {"size": "B", "F": 36, "dtype": "bfloat16", "remat": False, "masked_head": True, "B": 2, "status": "ok",
-           "attention": "cudnn", "step_s": 0.05, "tokens_per_s": 1.5e6, "tflops": 400.0, "mfu": 0.404,
-           "compile_s": 12.0}
+    row = {
+        "size": "B",
+        "F": 36,
+        "dtype": "bfloat16",
+        "remat": False,
+        "masked_head": True,
+        "B": 2,
+        "status": "ok",
+        "attention": "cudnn",
+        "step_s": 0.05,
+        "tokens_per_s": 1.5e6,
+        "tflops": 400.0,
+        "mfu": 0.404,
+        "compile_s": 12.0,
+    }
     skipped = dict(row, size="XL", status="skipped", reason="out of time: 3 s left in the part")
-    report = {"date": "2026-12-02", "dry_run": False, "budget_s": 525, "command": "python -m benchmarks.accelerator",
-              "total_s": 500, "parts": {"train": {"status": "ok", "rows": [row, skipped], "seconds": 170}}}
+    report = {
+        "date": "2026-12-02",
+        "dry_run": False,
+        "budget_s": 525,
+        "command": "python -m benchmarks.accelerator",
+        "total_s": 500,
+        "parts": {"train": {"status": "ok", "rows": [row, skipped], "seconds": 170}},
+    }
     text = accelerator.markdown(report)
     assert "| B | 36 | bfloat16 | False | True | 2 | cudnn | 50.0 | 1500000 | 400.0 | 40.4% | 12.0 |" in text
     assert "| XL | 36 | bfloat16 | False | True | 2 | skipped: out of time: 3 s left in the part |" in text
@@ -54,10 +73,18 @@ def test_markdown_reports_measured_and_skipped_cases():
 
 def test_pack_run_keeps_the_newest_checkpoints_and_the_held_out_split(tmp_path, monkeypatch):
     work = tmp_path / "run"
-    files = {"checkpoints/3/state/a": b"old", "checkpoints/10/state/a": os.urandom(3000),
-             "tokenizer/checkpoints/5/state/b": b"tok", "tokenizer/summary.json": b"{}",
-             "tokens/test-00000.array_record": b"t", "tokens/test.json": b"{}", "tokens/train-00000.array_record": b"x",
-             "data/prepared/test.json": b"{}", "data/prepared/train.json": b"{}", "train_metrics.jsonl": b"{}\n"}
+    files = {
+        "checkpoints/3/state/a": b"old",
+        "checkpoints/10/state/a": os.urandom(3000),
+        "tokenizer/checkpoints/5/state/b": b"tok",
+        "tokenizer/summary.json": b"{}",
+        "tokens/test-00000.array_record": b"t",
+        "tokens/test.json": b"{}",
+        "tokens/train-00000.array_record": b"x",
+        "data/prepared/test.json": b"{}",
+        "data/prepared/train.json": b"{}",
+        "train_metrics.jsonl": b"{}\n",
+    }
     for name, data in files.items():
         (work / name).parent.mkdir(parents=True, exist_ok=True)
         (work / name).write_bytes(data)
@@ -72,8 +99,9 @@ def test_pack_run_keeps_the_newest_checkpoints_and_the_held_out_split(tmp_path, 
 
 def test_train_max_seconds_stops_with_a_checkpoint(tmp_path):
     cfg = tiny_config(train__steps=50, train__ckpt_every=100, train__max_seconds=1e-6)
-    mesh = jax.make_mesh((1, 1, 1), ("data", "fsdp", "tensor"), axis_types=(AxisType.Auto,) * 3,
-                         devices=jax.devices()[:1])
+    mesh = jax.make_mesh(
+        (1, 1, 1), ("data", "fsdp", "tensor"), axis_types=(AxisType.Auto,) * 3, devices=jax.devices()[:1]
+    )
     batches = token_iterator(structured_tokens(16, 4, 4, 16), 8)
     state = loop.train_denoiser(cfg, str(tmp_path), batches=batches, mesh=mesh)
     assert int(state.step) == 1  # the first step ends past any positive limit
@@ -96,9 +124,24 @@ def test_topdown_accel_variant():
 def _dry_run(tmp_path, *args, timeout):
     out = tmp_path / "out"
     start = time.time()
-    res = subprocess.run([sys.executable, "-m", "benchmarks.accelerator", "--dry-run", "--out", str(out),
-                          "--scratch", str(tmp_path / "scratch"), *args], cwd=ROOT, capture_output=True, text=True,
-                         timeout=timeout, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.accelerator",
+            "--dry-run",
+            "--out",
+            str(out),
+            "--scratch",
+            str(tmp_path / "scratch"),
+            *args,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     report = json.loads((out / "accelerator.json").read_text())
     assert (out / "accelerator.md").read_text().startswith("# Accelerator run")

@@ -1,4 +1,5 @@
 """Action conditioning (docs/method.md §12, beyond the paper): model, training, rollout windows, Run, errors."""
+
 import types
 
 import jax
@@ -37,11 +38,23 @@ def test_every_chunk_gets_the_actions_of_its_window(length, window, context, str
     rng = np.random.default_rng(length)
     actions = rng.integers(0, MASK, size=(2, length))
     ctx = rng.integers(0, MASK, size=(2, context, 2, 2)).astype(np.int32) if context else None
-    out, info = ro.rollout(jax.random.key(0), _chunk_fn(action_is_token), ctx, length=length, window=window,
-                           context=context, stride=stride, mask_id=MASK, grid=(2, 2), batch=2, actions=actions)
+    out, info = ro.rollout(
+        jax.random.key(0),
+        _chunk_fn(action_is_token),
+        ctx,
+        length=length,
+        window=window,
+        context=context,
+        stride=stride,
+        mask_id=MASK,
+        grid=(2, 2),
+        batch=2,
+        actions=actions,
+    )
     assert out.shape == (2, length, 2, 2)
-    np.testing.assert_array_equal(out[:, context:], np.broadcast_to(actions[:, context:, None, None],
-                                                                    (2, length - context, 2, 2)))
+    np.testing.assert_array_equal(
+        out[:, context:], np.broadcast_to(actions[:, context:, None, None], (2, length - context, 2, 2))
+    )
     if context:
         np.testing.assert_array_equal(out[:, :context], ctx)
     assert info["nfe"] == 3 * info["chunks"]
@@ -50,8 +63,17 @@ def test_every_chunk_gets_the_actions_of_its_window(length, window, context, str
 def test_rollout_rejects_actions_of_the_wrong_shape():
     ctx = np.zeros((2, 1, 2, 2), np.int32)
     with pytest.raises(ValueError, match=r"expected integers \(B, L\) = \(2, 6\)"):
-        ro.rollout(jax.random.key(0), _chunk_fn(action_is_token), ctx, length=6, window=4, context=1, stride=3,
-                   mask_id=MASK, actions=np.zeros((2, 5), np.int32))
+        ro.rollout(
+            jax.random.key(0),
+            _chunk_fn(action_is_token),
+            ctx,
+            length=6,
+            window=4,
+            context=1,
+            stride=3,
+            mask_id=MASK,
+            actions=np.zeros((2, 5), np.int32),
+        )
 
 
 def _action_model():
@@ -94,17 +116,19 @@ def test_run_generate_requires_valid_actions_exactly_when_action_conditioned():
     with pytest.raises(ValueError, match=r"action_cond=True\): pass actions"):
         run.generate(jax.random.key(0), context_tokens=ctx, num_frames=6, decode=False)
     with pytest.raises(ValueError, match=r"action ids must be in \[0, 3\)"):
-        run.generate(jax.random.key(0), context_tokens=ctx, num_frames=6, decode=False,
-                     actions=np.full((2, 6), 3))
+        run.generate(jax.random.key(0), context_tokens=ctx, num_frames=6, decode=False, actions=np.full((2, 6), 3))
     actions = np.array([[0, 1, 2, 0, 1, 2], [2, 2, 2, 1, 1, 1]])
     tok, info = run.generate(jax.random.key(0), context_tokens=ctx, num_frames=6, decode=False, actions=actions)
     assert tok.shape == (2, 6, 4, 4) and info["chunks"] == 3
     plain = tiny_config()
     plain_model = make_denoiser(plain.model, plain.tokenizer.n_embed + 1)
-    plain_params = nn.meta.unbox(jax.jit(plain_model.init)(jax.random.key(0), jnp.zeros((1, 4, 4, 4), jnp.int32), jnp.ones((1, 4)))["params"])
+    plain_params = nn.meta.unbox(
+        jax.jit(plain_model.init)(jax.random.key(0), jnp.zeros((1, 4, 4, 4), jnp.int32), jnp.ones((1, 4)))["params"]
+    )
     with pytest.raises(ValueError, match="not action-conditioned"):
-        _fake_run(plain, plain_model, plain_params).generate(jax.random.key(0), context_tokens=ctx, num_frames=6,
-                                                             decode=False, actions=actions)
+        _fake_run(plain, plain_model, plain_params).generate(
+            jax.random.key(0), context_tokens=ctx, num_frames=6, decode=False, actions=actions
+        )
 
 
 def test_next_frame_check_passes_actions_to_the_model():
@@ -178,8 +202,9 @@ def test_action_align_cause_conditions_frame_f_on_the_move_into_it():
     np.testing.assert_array_equal(apply(a0), apply(a0.at[:, f - 1].set(2)))
     assert float(jnp.max(jnp.abs(apply(a0) - apply(a0.at[:, 0].set(2))))) > 1e-3
     # equal to an 'after' model of the same parameters fed the shifted actions with the no-action id first
-    after = make_denoiser(dict_replace(cfg.model, action_align="after", num_actions=cfg.model.num_actions + 1),
-                          cfg.tokenizer.n_embed + 1)
+    after = make_denoiser(
+        dict_replace(cfg.model, action_align="after", num_actions=cfg.model.num_actions + 1), cfg.tokenizer.n_embed + 1
+    )
     a = jnp.asarray(np.random.default_rng(0).integers(0, cfg.model.num_actions, (b, f)), jnp.int32)
     shifted = jnp.concatenate([jnp.full((b, 1), cfg.model.num_actions, jnp.int32), a[:, :-1]], 1)
     np.testing.assert_allclose(apply(a), after.apply({"params": params}, tokens, t, actions=shifted), atol=1e-6)

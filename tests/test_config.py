@@ -1,4 +1,5 @@
 """Config parsing: dataset configs, variants, overrides, validation errors that name the field."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -71,26 +72,35 @@ def test_every_base_field_has_a_comment():
     source = (ROOT / "configs" / "base.py").read_text()
     body = source.split("def get_base():")[1].split("\ndef ")[0]
     lines = [ln for ln in body.splitlines() if ln.startswith("    ") and not ln.startswith("     ")]
-    fields = [ln for ln in lines if ln.strip().startswith(("d.", "t.", "m.", "f.", "s.", "tr.", "e.", "c."))
-              and " = " in ln and "ConfigDict()" not in ln and not ln.strip().startswith("c.data = ")]
+    fields = [
+        ln
+        for ln in lines
+        if ln.strip().startswith(("d.", "t.", "m.", "f.", "s.", "tr.", "e.", "c."))
+        and " = " in ln
+        and "ConfigDict()" not in ln
+        and not ln.strip().startswith("c.data = ")
+    ]
     missing = [ln for ln in fields if "#" not in ln]
     assert fields and not missing, missing
 
 
-@pytest.mark.parametrize("field,value,match", [
-    ("data.name", "kinetics", "config.data.name"),
-    ("sampling.stride", 15, "config.sampling.stride"),
-    ("sampling.context", 16, "config.sampling.context"),
-    ("flow.kappa", "tanh", "config.flow.kappa"),
-    ("model.size", "XXL", "config.model.size"),
-    ("model.depth", 3, "config.model.depth"),
-    ("data.resize_to", 66, "config.data.resize_to"),
-    ("train.ema_decay", 1.0, "config.train.ema_decay"),
-    ("train.lr_schedule", "linear", "config.train.lr_schedule"),
-    ("model.action_cond", True, "config.model.action_cond.*data.use_actions=True"),
-    ("mesh.shape", (-1, -1, 1), "config.mesh.shape"),
-    ("eval.num_videos", 25, r"config.eval.num_videos.*data.maze.num_test=24"),
-])
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("data.name", "kinetics", "config.data.name"),
+        ("sampling.stride", 15, "config.sampling.stride"),
+        ("sampling.context", 16, "config.sampling.context"),
+        ("flow.kappa", "tanh", "config.flow.kappa"),
+        ("model.size", "XXL", "config.model.size"),
+        ("model.depth", 3, "config.model.depth"),
+        ("data.resize_to", 66, "config.data.resize_to"),
+        ("train.ema_decay", 1.0, "config.train.ema_decay"),
+        ("train.lr_schedule", "linear", "config.train.lr_schedule"),
+        ("model.action_cond", True, "config.model.action_cond.*data.use_actions=True"),
+        ("mesh.shape", (-1, -1, 1), "config.mesh.shape"),
+        ("eval.num_videos", 25, r"config.eval.num_videos.*data.maze.num_test=24"),
+    ],
+)
 def test_bad_fields_are_named(field, value, match):
     cfg = maze.get_config()
     section, name = field.split(".")
@@ -120,8 +130,11 @@ def test_vqf8_configs_input_sizes_and_uint8_rule():
     validate(native)
     assert config_validation.token_grid(native) == (8, 8)
     native.data.resize_to = 60
-    with pytest.raises(ConfigError, match=r"config.data.resize_to: 60 .*multiples of the downsampling factor 8.*"
-                                          r"56 and 64"):
+    with pytest.raises(
+        ConfigError,
+        match=r"config.data.resize_to: 60 .*multiples of the downsampling factor 8.*"
+        r"56 and 64",
+    ):
         validate(native)
     rounding = dmlab.get_config()
     rounding.tokenizer.decode_uint8 = "round"
@@ -157,9 +170,14 @@ def test_parse_variant():
 
 
 def _main(*args):
-    return subprocess.run([sys.executable, "-m", "maskflow_jax.main", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120, env={"JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin",
-                                                        "PYTHONPATH": str(ROOT)})
+    return subprocess.run(
+        [sys.executable, "-m", "maskflow_jax.main", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+    )
 
 
 def test_main_rejects_bad_config_naming_the_field(tmp_path):
@@ -169,8 +187,7 @@ def test_main_rejects_bad_config_naming_the_field(tmp_path):
 
 
 def test_main_eval_without_a_trained_run_names_the_fix(tmp_path):
-    res = _main("--config=configs/maze.py:runlocal", f"--workdir={tmp_path}", "--mode=eval",
-                "--config.train.steps=7")
+    res = _main("--config=configs/maze.py:runlocal", f"--workdir={tmp_path}", "--mode=eval", "--config.train.steps=7")
     assert res.returncode != 0
     assert "no denoiser checkpoint" in res.stderr and "--mode=train" in res.stderr
 

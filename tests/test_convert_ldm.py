@@ -1,5 +1,6 @@
 """vq-f8 import: a synthetic checkpoint in torch's zip format and LDM's key layout, written here
 without torch, converts to our parameters; wrong shapes, missing keys and bad files are named."""
+
 import collections
 import io
 import pickle
@@ -17,8 +18,18 @@ from maskflow_jax.tokenizer import convert_ldm
 from maskflow_jax.tokenizer.model import make_vq_model
 from maskflow_jax.tokenizer.torch_pickle import CheckpointFormatError, load_torch_zip
 
-TINY = {"ch": 32, "ch_mult": (1, 2), "num_res_blocks": 1, "attn_resolutions": (8,), "z_channels": 4, "embed_dim": 4,
-        "n_embed": 16, "beta": 0.25, "l2_normalize": False, "resolution": 16}
+TINY = {
+    "ch": 32,
+    "ch_mult": (1, 2),
+    "num_res_blocks": 1,
+    "attn_resolutions": (8,),
+    "z_channels": 4,
+    "embed_dim": 4,
+    "n_embed": 16,
+    "beta": 0.25,
+    "l2_normalize": False,
+    "resolution": 16,
+}
 
 
 def _torch_key(path):
@@ -152,7 +163,7 @@ def test_one_conv_matches_a_numpy_reference(tiny_params):
     ref = np.zeros((6, 6, 32), np.float32)
     for i in range(6):
         for j in range(6):
-            ref[i, j] = np.einsum("hwi,oihw->o", xp[i:i + 3, j:j + 3], w) + b
+            ref[i, j] = np.einsum("hwi,oihw->o", xp[i : i + 3, j : j + 3], w) + b
     np.testing.assert_allclose(np.asarray(ours[0]), ref, atol=1e-4)
 
 
@@ -175,16 +186,35 @@ def test_errors_name_the_keys(tmp_path, tiny_params):
 
 
 def test_key_mapping():
-    assert convert_ldm.flax_path("encoder.down.0.block.1.norm1.weight") == ("encoder", "down_0_block_1", "norm1", "weight")
+    assert convert_ldm.flax_path("encoder.down.0.block.1.norm1.weight") == (
+        "encoder",
+        "down_0_block_1",
+        "norm1",
+        "weight",
+    )
     assert convert_ldm.flax_path("decoder.up.3.attn.2.proj_out.bias") == ("decoder", "up_3_attn_2", "proj_out", "bias")
-    assert convert_ldm.flax_path("encoder.down.2.downsample.conv.weight") == ("encoder", "down_2_downsample", "conv",
-                                                                               "weight")
+    assert convert_ldm.flax_path("encoder.down.2.downsample.conv.weight") == (
+        "encoder",
+        "down_2_downsample",
+        "conv",
+        "weight",
+    )
     assert convert_ldm.flax_path("encoder.mid.attn_1.q.weight") == ("encoder", "mid_attn_1", "q", "weight")
 
 
 # vq-f8's layout at small width: four levels laid out for 256x256 with attention at the 32x32 level (level 3).
-SMALL_F8 = {"ch": 32, "ch_mult": (1, 2, 2, 4), "num_res_blocks": 1, "attn_resolutions": (32,), "z_channels": 4,
-            "embed_dim": 4, "n_embed": 16, "beta": 0.25, "l2_normalize": False, "resolution": 256}
+SMALL_F8 = {
+    "ch": 32,
+    "ch_mult": (1, 2, 2, 4),
+    "num_res_blocks": 1,
+    "attn_resolutions": (32,),
+    "z_channels": 4,
+    "embed_dim": 4,
+    "n_embed": 16,
+    "beta": 0.25,
+    "l2_normalize": False,
+    "resolution": 256,
+}
 
 
 def random_params(model, size, seed=0):
@@ -227,8 +257,10 @@ def test_converted_vqf8_layout_serves_64_and_256_frames_with_the_same_params(tmp
     cfg.tokenizer.update(SMALL_F8)
     cfg.tokenizer.init_from = str(tmp_path / "out")
     rng = np.random.default_rng(0)
-    frames = {64: rng.integers(0, 256, (1, 2, 64, 64, 3), np.uint8),
-              256: rng.integers(0, 256, (1, 1, 256, 256, 3), np.uint8)}
+    frames = {
+        64: rng.integers(0, 256, (1, 2, 64, 64, 3), np.uint8),
+        256: rng.integers(0, 256, (1, 1, 256, 256, 3), np.uint8),
+    }
     toks = {}
     for size, video in frames.items():
         cfg.data.resize_to = size
@@ -249,7 +281,8 @@ def test_converted_vqf8_layout_serves_64_and_256_frames_with_the_same_params(tmp
     bumped = jax.tree.map(lambda a: a, params)  # new dicts, same arrays
     kernel = bumped["encoder"]["down_3_attn_0"]["proj_out"]["kernel"]
     bumped["encoder"]["down_3_attn_0"]["proj_out"]["kernel"] = kernel + np.random.default_rng(2).normal(
-        size=kernel.shape).astype(np.float32)
+        size=kernel.shape
+    ).astype(np.float32)
     x = jnp.asarray(frames[64][0])
     assert np.mean(np.asarray(toks[64]._enc(bumped, x)) != np.asarray(toks[64]._enc(params, x))) > 0.1
     # The old rule (attention by the input size: a model laid out for 64) cannot use these weights.

@@ -1,4 +1,5 @@
 """DMLab reader: every layout of docs/data.md and every bad input (errors name the file); HDF5 caches."""
+
 import numpy as np
 import pytest
 
@@ -32,7 +33,11 @@ def test_teco_layout_sorted_by_relative_path(tmp_path):
     _write(tmp_path / "test" / "0.npz", 9)
     split = dmlab.DmlabSplit(tmp_path, "train")
     assert [str(p.relative_to(tmp_path / "train")) for p in split.files] == [
-        "w0/0.npz", "w0/1.npz", "w0/sub/0.npz", "w1/0.npz"]
+        "w0/0.npz",
+        "w0/1.npz",
+        "w0/sub/0.npz",
+        "w1/0.npz",
+    ]
     assert _tags(split) == [2, 1, 3, 0]
     assert _tags(dmlab.DmlabSplit(tmp_path, "test")) == [9]
 
@@ -95,8 +100,9 @@ def _bad_files(tmp):
     return out
 
 
-@pytest.mark.parametrize("case", ["dtype", "shape", "size", "short", "actions", "truncated",
-                                  "corrupt", "pickle", "no_video", "crc", "npy"])
+@pytest.mark.parametrize(
+    "case", ["dtype", "shape", "size", "short", "actions", "truncated", "corrupt", "pickle", "no_video", "crc", "npy"]
+)
 def test_bad_file_errors_name_the_file(tmp_path, case):
     path, text = _bad_files(tmp_path)[case]
     image_size = 16 if case == "size" else None
@@ -154,9 +160,14 @@ def test_h5_token_cache(tmp_path):
     np.testing.assert_array_equal(pix[0], pixels.transpose(0, 2, 3, 1))
 
 
-@pytest.mark.parametrize("index, text", [(np.array([[0, 4], [4, 11]]), "outside"),
-                                         (np.array([0, 4]), "expected int (N, 2)"),
-                                         (np.array([[0, 2], [2, 10]]), "shorter than the 3")])
+@pytest.mark.parametrize(
+    "index, text",
+    [
+        (np.array([[0, 4], [4, 11]]), "outside"),
+        (np.array([0, 4]), "expected int (N, 2)"),
+        (np.array([[0, 2], [2, 10]]), "shorter than the 3"),
+    ],
+)
 def test_h5_cache_bad_index(tmp_path, index, text):
     path = _h5(tmp_path / "t.h5", np.zeros((10, 2, 2), np.int32), index)
     with pytest.raises(DataError) as err:

@@ -2,6 +2,7 @@
 NFE bookkeeping of the MGM / FM sweep and of full-sequence vs autoregressive rollouts, the JSON and
 PNG outputs, an idempotent REPORT.md section, and the error on an unfinished run. A cheap feature
 function stands in for the I3D to keep the file fast."""
+
 import json
 import os
 
@@ -85,7 +86,7 @@ def test_outputs_and_report_section_idempotent(eff):
     efficiency.run(cfg, workdir, feature_fn=_cheap_features, loaded_run=run)  # rerun: replaced, not added
     again = open(path).read()
     assert again.count("## Sampling efficiency") == 1 and again.count(efficiency.BEGIN) == 1
-    head = report[:report.index(efficiency.BEGIN)]
+    head = report[: report.index(efficiency.BEGIN)]
     assert again.startswith(head) and "# MaskFlow run report" in head and "| denoiser |" in head
 
 
@@ -108,5 +109,6 @@ def test_config_validation_and_report_splice(tmp_path):
     report.write_text("# r\n\nConfig:\n")
     for text in ("first", "second"):
         efficiency.update_report(str(report), f"{efficiency.BEGIN}\n## Sampling efficiency\n{text}\n{efficiency.END}")
-    assert report.read_text() == (f"# r\n\nConfig:\n\n{efficiency.BEGIN}\n## Sampling efficiency\nsecond\n"
-                                  f"{efficiency.END}\n")
+    assert report.read_text() == (
+        f"# r\n\nConfig:\n\n{efficiency.BEGIN}\n## Sampling efficiency\nsecond\n{efficiency.END}\n"
+    )

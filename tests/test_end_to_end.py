@@ -1,5 +1,6 @@
 """A finished maze run (the shared smoke pipeline, sharded over the 8 test devices) as a notebook user
 loads it: config from the checkpoint, streamed chunk-wise generation from pixels, the samples stage."""
+
 import json
 import os
 
@@ -18,8 +19,14 @@ def test_loaded_run_streams_exactly_the_planned_chunks(smoke_run):
     ctx = np.zeros((2, 1, size, size, 3), np.uint8)
     streamed = []
     # T_w 8, m 1, s 6, L 15: chunks keep 6, 6 and 2 frames (the last one with m' = 6 past frames).
-    video, info = run.generate(jax.random.key(0), context_video=ctx, num_frames=15, context=1, stride=6,
-                               callback=lambda i, new: streamed.append((i, new.shape[1])))
+    video, info = run.generate(
+        jax.random.key(0),
+        context_video=ctx,
+        num_frames=15,
+        context=1,
+        stride=6,
+        callback=lambda i, new: streamed.append((i, new.shape[1])),
+    )
     assert video.shape == (2, 15, size, size, 3) and video.dtype == np.uint8
     assert streamed == [(0, 6), (1, 6), (2, 2)]
     assert info["chunks"] == 3 and info["nfe"] == 3 * cfg.sampling.steps

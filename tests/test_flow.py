@@ -1,4 +1,5 @@
 """Flow matching pieces: kappa schedules, frame-level corruption, the weighted masked loss (docs/method.md §2-4)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -111,7 +112,7 @@ def test_prefix_mixtures_distribution(mode):
     assert counts[0] == 0 and counts[f:].sum() == 0  # L in [1, F - 1]: at least one frame to denoise
     share = counts[1:f] / has_prefix.sum()
     np.testing.assert_allclose(share, np.full(f - 1, 1 / (f - 1)), atol=0.02)  # uniform
-    rest = [t[i, lengths[i]:] for i in np.nonzero(has_prefix)[0][:2000]]
+    rest = [t[i, lengths[i] :] for i in np.nonzero(has_prefix)[0][:2000]]
     spread = np.array([r.max() - r.min() for r in rest if len(r) > 1])
     if mode == "prefix_shared":
         assert spread.max() == 0.0  # one t for every frame after the prefix

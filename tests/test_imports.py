@@ -1,6 +1,7 @@
 """The layering rule of docs/design.md, read from the source with `ast` (function-local imports included):
 the import graph of maskflow_jax has no cycle, no library module imports a mode (maskflow_jax/modes/),
 no mode imports another mode, and every mode of main.py is a module of maskflow_jax/modes/ with `run`."""
+
 import ast
 import os
 import pathlib
@@ -36,7 +37,7 @@ def imports(name, path, known):
             base = node.module or ""
             if node.level:  # relative: from the package of this module
                 anchor = name.split(".") if is_package else name.split(".")[:-1]
-                anchor = anchor[:len(anchor) - node.level + 1]
+                anchor = anchor[: len(anchor) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
             targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
         for t in targets:
@@ -66,7 +67,7 @@ def find_cycle(edges):
         stack.append(node)
         for nxt in sorted(edges.get(node, ())):
             if state.get(nxt) == "open":
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state:
                 found = visit(nxt)
                 if found:
@@ -85,8 +86,10 @@ def find_cycle(edges):
 
 def test_the_walker_sees_local_relative_and_parent_imports(tmp_path):
     src = tmp_path / "m.py"
-    src.write_text("import os\nfrom maskflow_jax.data import heldout\n\ndef f():\n    from . import stages\n"
-                   "    import maskflow_jax.eval.fvd as fvd\n")
+    src.write_text(
+        "import os\nfrom maskflow_jax.data import heldout\n\ndef f():\n    from . import stages\n"
+        "    import maskflow_jax.eval.fvd as fvd\n"
+    )
     known = modules()
     found = imports(f"{PACKAGE}.x", src, known)
     assert {f"{PACKAGE}.data.heldout", f"{PACKAGE}.data", PACKAGE, f"{PACKAGE}.stages", f"{PACKAGE}.eval.fvd"} <= found
@@ -100,8 +103,12 @@ def test_no_import_cycle():
 
 
 def test_modes_import_only_the_library_and_the_library_no_mode():
-    bad = [f"{a} -> {b}" for a, targets in graph().items() for b in sorted(targets)
-           if is_mode(b) and a != ENTRY and (is_mode(a) or not a.startswith(MODES))]
+    bad = [
+        f"{a} -> {b}"
+        for a, targets in graph().items()
+        for b in sorted(targets)
+        if is_mode(b) and a != ENTRY and (is_mode(a) or not a.startswith(MODES))
+    ]
     assert not bad, "a mode imported by a library module or another mode (docs/design.md): " + "; ".join(bad)
 
 
@@ -122,8 +129,9 @@ def test_configs_and_benchmarks_import_from_any_directory(tmp_path):
     benchmarks run as `python -m benchmarks.<name>` from the repository root without sys.path edits."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     code = "import configs.topdown, configs.maze; print(configs.topdown.get_config().data.name)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0 and out.stdout.strip() == "topdown", out.stderr[-2000:]
     for path in sorted((ROOT / "benchmarks").glob("*.py")):
         assert "sys.path" not in path.read_text(encoding="utf-8"), f"{path.name} edits sys.path"

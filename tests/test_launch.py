@@ -1,4 +1,5 @@
 """Launch scripts: valid bash, and --dry-run prints the exact commands."""
+
 import os
 import subprocess
 from pathlib import Path
@@ -17,15 +18,17 @@ def test_scripts_parse_and_are_strict(script):
 
 
 def _dry(*args, env=None):
-    return subprocess.run(["bash", *args], capture_output=True, text=True, check=True,
-                          env={**os.environ, **(env or {})}).stdout
+    return subprocess.run(
+        ["bash", *args], capture_output=True, text=True, check=True, env={**os.environ, **(env or {})}
+    ).stdout
 
 
 def test_tpu_dry_run_commands():
     out = _dry(str(LAUNCH / "tpu.sh"), "--dry-run", "create", "mf", "us-central2-b", "v5litepod-16")
     assert out.startswith("gcloud compute tpus tpu-vm create mf --zone=us-central2-b --accelerator-type=v5litepod-16")
-    out = _dry(str(LAUNCH / "tpu.sh"), "--dry-run", "run", "mf", "z", "--", "--config=configs/ffs.py",
-               "--workdir=gs://b/r")
+    out = _dry(
+        str(LAUNCH / "tpu.sh"), "--dry-run", "run", "mf", "z", "--", "--config=configs/ffs.py", "--workdir=gs://b/r"
+    )
     assert "--worker=all" in out and "maskflow_jax.main" in out and "--distributed=on" in out
     assert "--config=configs/ffs.py" in out
     out = _dry(str(LAUNCH / "tpu.sh"), "--dry-run", "delete", "mf", "z")

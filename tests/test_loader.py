@@ -1,4 +1,5 @@
 """Records and the grain pipeline: shapes, crops, shuffling, host sharding, exact resume, mesh."""
+
 import grain
 import jax
 import numpy as np
@@ -67,8 +68,7 @@ def test_shuffle_epochs_and_seeds(prepared):
 
 def test_two_hosts_are_disjoint_and_match_one_host(prepared):
     cfg = _cfg(prepared)
-    hosts = [_take(loader.make_train_iterator(cfg, seed=0, process_index=p, process_count=2), 3)
-             for p in range(2)]
+    hosts = [_take(loader.make_train_iterator(cfg, seed=0, process_index=p, process_count=2), 3) for p in range(2)]
     sets = [set(np.concatenate([b["index"] for b in h]).tolist()) for h in hosts]
     assert sets[0].isdisjoint(sets[1]) and sets[0] | sets[1] == set(range(N))  # one epoch, split
     single = _take(loader.make_train_iterator(cfg, seed=0, process_index=0, process_count=1), 3)
@@ -113,8 +113,7 @@ def test_exact_resume_through_orbax(prepared, tmp_path):
     expected = _take(it, 3)
     fresh = loader.make_train_iterator(cfg, seed=0)
     with ocp.CheckpointManager(tmp_path / "ckpt") as mngr:
-        mngr.restore(mngr.latest_step(), args=ocp.args.Composite(
-            data=grain.checkpoint.CheckpointRestore(fresh)))
+        mngr.restore(mngr.latest_step(), args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(fresh)))
     _assert_same(_take(fresh, 3), expected)
 
 
@@ -147,8 +146,7 @@ def test_eval_iterator_in_order_padded_and_host_split(prepared):
     assert [b["index"].tolist() for b in batches] == [[0, 1, 2, 3], [4, 0, 0, 0]]
     assert [b["valid"].tolist() for b in batches] == [[True] * 4, [True, False, False, False]]
     np.testing.assert_array_equal(batches[0]["video"][0, :, 0, 0, 1], [0, 2, 4, 6, 8, 10])  # from frame 0
-    hosts = [list(loader.make_eval_iterator(cfg, batch_size=4, process_index=p, process_count=2))
-             for p in range(2)]
+    hosts = [list(loader.make_eval_iterator(cfg, batch_size=4, process_index=p, process_count=2)) for p in range(2)]
     assert len(hosts[0]) == len(hosts[1]) == 2  # same number of steps on every host
     valid = [{int(i) for b in h for i, v in zip(b["index"], b["valid"]) if v} for h in hosts]
     assert valid[0].isdisjoint(valid[1]) and valid[0] | valid[1] == set(range(5))

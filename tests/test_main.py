@@ -1,5 +1,6 @@
 """The entry point: a mode's run prints one summary line, and library INFO logs (absl, orbax) stay off
 unless --verbosity is given."""
+
 import re
 import subprocess
 import sys
@@ -8,8 +9,15 @@ INFO = re.compile(r"^I\d{4} ", re.M)  # absl's INFO line prefix, e.g. "I1202 02:
 
 
 def _main(workdir, *extra):
-    cmd = [sys.executable, "-m", "maskflow_jax.main", "--config=configs/maze.py:smoke", f"--workdir={workdir}",
-           "--mode=prepare_data", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "maskflow_jax.main",
+        "--config=configs/maze.py:smoke",
+        f"--workdir={workdir}",
+        "--mode=prepare_data",
+        *extra,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
 
 

@@ -1,6 +1,7 @@
 """model.masked_head: the output head at masked positions only gives the full head's loss, gradients and
 metrics (1e-5), for any mask (chunks), patch 1 and 2, sharded or not, and never builds the (B, F, H, W, V)
 logits."""
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -31,13 +32,16 @@ def _model_and_params(patch):
     return model, params, tokens, t
 
 
-@pytest.mark.parametrize("patch,fraction,p_mask", [
-    (2, 0.25, 0.5),  # K = 3 of 12 positions per (clip, sub-patch): several chunks
-    (1, 0.3, 0.9),  # patch 1: one sub-position, K = 15 of 48
-    (2, 1.0, 0.3),  # one chunk holds every position
-    (2, 0.1, 1.0),  # everything masked: the most chunks
-    (2, 0.2, 0.0),  # nothing masked: loss 0, zero gradients, no chunk runs
-])
+@pytest.mark.parametrize(
+    "patch,fraction,p_mask",
+    [
+        (2, 0.25, 0.5),  # K = 3 of 12 positions per (clip, sub-patch): several chunks
+        (1, 0.3, 0.9),  # patch 1: one sub-position, K = 15 of 48
+        (2, 1.0, 0.3),  # one chunk holds every position
+        (2, 0.1, 1.0),  # everything masked: the most chunks
+        (2, 0.2, 0.0),  # nothing masked: loss 0, zero gradients, no chunk runs
+    ],
+)
 def test_masked_head_equals_full_head(patch, fraction, p_mask):
     model, params, tokens, t = _model_and_params(patch)
     mask = jax.random.bernoulli(jax.random.key(5), p_mask, tokens.shape)
@@ -50,8 +54,9 @@ def test_masked_head_equals_full_head(patch, fraction, p_mask):
 
     def masked(p):
         feats = model.apply({"params": p}, x_t, t, features_only=True)
-        return losses.masked_head_cross_entropy(feats, p["head"]["kernel"], p["head"]["bias"], tokens, mask, weights,
-                                                patch=patch, vocab_size=V, chunk=chunk)
+        return losses.masked_head_cross_entropy(
+            feats, p["head"]["kernel"], p["head"]["bias"], tokens, mask, weights, patch=patch, vocab_size=V, chunk=chunk
+        )
 
     (loss, metrics), grads = jax.jit(jax.value_and_grad(full, has_aux=True))(params)
     (loss_m, metrics_m), grads_m = jax.jit(jax.value_and_grad(masked, has_aux=True))(params)
@@ -80,8 +85,9 @@ def test_patch_layout_matches_the_head_channel_layout():
 
 
 def _mesh(shape):
-    return jax.make_mesh(shape, ("data", "fsdp", "tensor"), axis_types=(AxisType.Auto,) * 3,
-                         devices=jax.devices()[:int(np.prod(shape))])
+    return jax.make_mesh(
+        shape, ("data", "fsdp", "tensor"), axis_types=(AxisType.Auto,) * 3, devices=jax.devices()[: int(np.prod(shape))]
+    )
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 1), (2, 2, 2)])
@@ -104,6 +110,7 @@ def test_train_steps_with_masked_head_equal_full_head(shape):
 
 def _largest_intermediate(fn, *args):
     """The element count of the largest array any equation of fn's jaxpr (nested ones too) produces."""
+
     def walk(jaxpr):
         best = 0
         for eqn in jaxpr.eqns:
@@ -112,6 +119,7 @@ def _largest_intermediate(fn, *args):
             for sub in _subjaxprs(eqn):
                 best = max(best, walk(sub))
         return best
+
     return walk(jax.make_jaxpr(fn)(*args).jaxpr)
 
 
@@ -134,8 +142,13 @@ def test_masked_head_never_builds_the_full_logits():
         tokens = jnp.zeros((2, 4, 8, 8), jnp.int32)
         t = jnp.full((2, 4), 0.5)
         params = jax.eval_shape(lambda: nn.meta.unbox(model.init(jax.random.key(0), tokens, t)["params"]))
-        micro = {"tokens": tokens, "x_t": tokens, "t": t, "weights": jnp.ones((2, 4)),
-                 "mask": jax.random.bernoulli(jax.random.key(1), 0.5, tokens.shape)}
+        micro = {
+            "tokens": tokens,
+            "x_t": tokens,
+            "t": t,
+            "weights": jnp.ones((2, 4)),
+            "mask": jax.random.bernoulli(jax.random.key(1), 0.5, tokens.shape),
+        }
         grad = jax.grad(lambda p: make_loss_fn(model, cfg)(p, micro)[0])
         sizes[masked] = _largest_intermediate(grad, params)
     full_logits = 2 * 4 * 8 * 8 * vocab

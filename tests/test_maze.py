@@ -1,4 +1,5 @@
 """Procedural maze: schema, determinism (byte-identical files), agent/action semantics, rendering."""
+
 import math
 
 import numpy as np
@@ -52,8 +53,12 @@ def test_turning_left_shifts_the_view_right():
     pos = np.stack([open_cell, open_cell])
     for h in (0, 9, 20):
         img = maze.render(worlds, np.zeros(2, int), pos, np.array([h, h + 1])).astype(np.float32)
-        errs = {s: np.mean((img[1][:, s:] - img[0][:, : 64 - s]) ** 2) if s >= 0 else
-                np.mean((img[1][:, :s] - img[0][:, -s:]) ** 2) for s in range(-16, 17)}
+        errs = {
+            s: np.mean((img[1][:, s:] - img[0][:, : 64 - s]) ** 2)
+            if s >= 0
+            else np.mean((img[1][:, :s] - img[0][:, -s:]) ** 2)
+            for s in range(-16, 17)
+        }
         best = min(errs, key=errs.get)
         assert 7 <= best <= 14, (h, best)  # 10° of a 60° view on 64 columns ≈ 10.7 columns
 

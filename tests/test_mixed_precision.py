@@ -1,4 +1,5 @@
 """bf16 mixed precision (model.dtype) and the attention implementation (model.attention), on CPU."""
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -18,15 +19,16 @@ V = 17
 
 def _train(dtype, steps, **overrides):
     cfg = tiny_config(model__dtype=dtype, model__head_init_std=0.02, **overrides)
-    mesh = jax.make_mesh((1, 1, 1), ("data", "fsdp", "tensor"), axis_types=(AxisType.Auto,) * 3,
-                         devices=jax.devices()[:1])
+    mesh = jax.make_mesh(
+        (1, 1, 1), ("data", "fsdp", "tensor"), axis_types=(AxisType.Auto,) * 3, devices=jax.devices()[:1]
+    )
     trainer = build_trainer(cfg, mesh)
     data = structured_tokens(64, cfg.data.frames, 4, cfg.tokenizer.n_embed)
     losses = []
     with jax.set_mesh(trainer.mesh):
         state = trainer.init(jax.random.key(0))
         for i in range(steps):
-            rows = data[(8 * i) % 64:(8 * i) % 64 + 8]
+            rows = data[(8 * i) % 64 : (8 * i) % 64 + 8]
             state, metrics = trainer.step(state, {"tokens": jax.device_put(jnp.asarray(rows), trainer.batch_sharding)})
             losses.append(float(metrics["loss"]))
     return trainer, state, np.array(losses)
@@ -102,8 +104,9 @@ def test_xla_attention_equals_einsum_forward_and_gradients():
     q, k, v = _qkv()
     for impl in ("einsum", "xla"):
         assert layers.attention(q, k, v, impl).shape == q.shape
-    np.testing.assert_allclose(layers.attention(q, k, v, "xla"), layers.attention(q, k, v, "einsum"),
-                               atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(
+        layers.attention(q, k, v, "xla"), layers.attention(q, k, v, "einsum"), atol=1e-5, rtol=1e-5
+    )
     loss = lambda impl: lambda q, k, v: jnp.sum(jnp.sin(layers.attention(q, k, v, impl)))  # noqa: E731
     g_xla = jax.grad(loss("xla"), argnums=(0, 1, 2))(q, k, v)
     g_ein = jax.grad(loss("einsum"), argnums=(0, 1, 2))(q, k, v)
@@ -117,8 +120,9 @@ def test_xla_attention_equals_einsum_forward_and_gradients():
     assert models["xla"].attention == "xla" and models["einsum"].attention == "einsum"
     params = nn.meta.unbox(jax.jit(models["einsum"].init)(jax.random.key(0), tokens, t)["params"])
     leaves, tree = jax.tree.flatten(params)
-    params = jax.tree.unflatten(tree, [x + 0.1 * jax.random.normal(jax.random.key(i), x.shape)
-                                       for i, x in enumerate(leaves)])
+    params = jax.tree.unflatten(
+        tree, [x + 0.1 * jax.random.normal(jax.random.key(i), x.shape) for i, x in enumerate(leaves)]
+    )
 
     def run(model):
         loss = lambda p: jnp.mean(jax.nn.log_softmax(model.apply({"params": p}, tokens, t))[..., 0])  # noqa: E731

@@ -1,4 +1,5 @@
 """The discrete Latte denoiser: docs/method.md §5 invariants, sizes and sharding."""
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -52,8 +53,9 @@ def test_parameter_counts_match_spec(size, expected_m):
     cfg = base.get_base()
     cfg.model.size = size
     model = make_denoiser(cfg.model, vocab_size=16385)
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 2, 32, 32), jnp.int32),
-                                               jnp.ones((1, 2)))["params"])
+    shapes = jax.eval_shape(
+        lambda: model.init(jax.random.key(0), jnp.zeros((1, 2, 32, 32), jnp.int32), jnp.ones((1, 2)))["params"]
+    )
     n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nn.meta.unbox(shapes)))
     assert abs(n / 1e6 - expected_m) / expected_m < 0.01, n
 
@@ -150,14 +152,20 @@ def test_scanned_blocks_compute_the_loop_function_with_stacked_params():
     boxed = jax.eval_shape(lambda: scanned.init(jax.random.key(0), tokens, t)["params"])
     assert jax.tree.map(lambda x: x.shape, nn.meta.unbox(boxed)) == jax.tree.map(lambda x: x.shape, stacked)
     spec = nn.get_partition_spec(boxed)["pairs"]["spatial"]["attn"]
-    assert all(s[0] == "layers" for s in jax.tree.leaves(spec, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec)))
+    assert all(
+        s[0] == "layers" for s in jax.tree.leaves(spec, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+    )
     # Gradients agree too (scan + remat with the "dots" policy).
     remat = _model(depth=6, scan_blocks=True, remat=True, remat_policy="dots")
     loss = lambda m, p: jnp.sum(m.apply({"params": p}, tokens, t) ** 2)  # noqa: E731
     g_loop = jax.grad(lambda p: loss(loop, p))(params)
     g_scan = jax.grad(lambda p: loss(remat, p))(stacked)
-    np.testing.assert_allclose(g_scan["pairs"]["temporal"]["mlp"]["fc1"]["kernel"][2],
-                               g_loop["pair_2"]["temporal"]["mlp"]["fc1"]["kernel"], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        g_scan["pairs"]["temporal"]["mlp"]["fc1"]["kernel"][2],
+        g_loop["pair_2"]["temporal"]["mlp"]["fc1"]["kernel"],
+        rtol=1e-4,
+        atol=1e-6,
+    )
 
 
 def test_unknown_remat_policy_is_named():
@@ -191,7 +199,7 @@ def test_head_init_std_gives_a_random_head_and_body_gradients_at_step_0():
 
 
 def optax_norm(tree):
-    return jnp.sqrt(sum(jnp.sum(x ** 2) for x in jax.tree.leaves(tree)))
+    return jnp.sqrt(sum(jnp.sum(x**2) for x in jax.tree.leaves(tree)))
 
 
 @pytest.mark.parametrize("batch", [1, 2])
@@ -233,5 +241,9 @@ def test_bcast_mul_gradient_sums_over_broadcast_axes():
             assert a.shape == b.shape
             np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
     s = jax.random.normal(jax.random.key(2), (4,))  # lower rank: broadcast by rank
-    np.testing.assert_allclose(jax.grad(lambda s: jnp.sum(jnp.sin(layers.bcast_mul(x, s))))(s),
-                               jax.grad(lambda s: jnp.sum(jnp.sin(x * s)))(s), atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(
+        jax.grad(lambda s: jnp.sum(jnp.sin(layers.bcast_mul(x, s))))(s),
+        jax.grad(lambda s: jnp.sum(jnp.sin(x * s)))(s),
+        atol=1e-5,
+        rtol=1e-5,
+    )

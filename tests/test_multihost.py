@@ -1,5 +1,6 @@
 """Two real processes (jax.distributed on localhost, gloo collectives on CPU) train a few steps and
 match one process with the same global batches; hosts with different configs are refused."""
+
 import json
 import os
 import socket
@@ -28,9 +29,16 @@ def _free_port():
 def _run_pair(workdir, *extra):
     port = str(_free_port())
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "multihost_worker.py"), str(i), port, workdir,
-                               *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-             for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, os.path.join(HERE, "multihost_worker.py"), str(i), port, workdir, *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for i in range(2)
+    ]
     outs = []
     for p in procs:
         try:

@@ -1,4 +1,5 @@
 """scripts/next_frame_errors.py: the error categories of next-frame predictions on moved tokens."""
+
 import numpy as np
 import pytest
 
@@ -36,8 +37,9 @@ def test_the_opposite_move_is_counted_as_opposite():
     counts = nfe.classify(wrong, truth, prev, np.full(len(prev), EAST))
     # Columns 1..6 (less the agent's cell (4, 4) and (4, 3), whose source it is) hold the token one step
     # west: "opposite". Column 0's prediction is new content, in no previous frame: "other".
-    assert counts == dict(correct=0, copy=0, opposite=3 * (8 * 6 - 2), perpendicular=0, elsewhere_in_previous=0,
-                          other=3 * 8)
+    assert counts == dict(
+        correct=0, copy=0, opposite=3 * (8 * 6 - 2), perpendicular=0, elsewhere_in_previous=0, other=3 * 8
+    )
 
 
 def test_stay_frames_and_shape_errors():

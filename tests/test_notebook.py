@@ -1,5 +1,6 @@
 """notebooks/quickstart.ipynb runs top to bottom on a finished (smoke) run: its code cells are
 executed in order in one namespace, as a kernel would."""
+
 import json
 import os
 

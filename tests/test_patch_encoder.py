@@ -1,5 +1,6 @@
 """The strictly local VQ encoder (tokenizer.encoder = "patch"): a token depends on its own patch only,
 so a frame shifted by whole patches has its token grid shifted; the conv encoder does not do that."""
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -10,9 +11,21 @@ from maskflow_jax.tokenizer.model import make_vq_model
 
 
 def _cfg(encoder):
-    return ml_collections.ConfigDict(dict(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(),
-                                          resolution=None, z_channels=8, embed_dim=8, n_embed=64, beta=0.25,
-                                          l2_normalize=False, encoder=encoder))
+    return ml_collections.ConfigDict(
+        dict(
+            ch=32,
+            ch_mult=(1, 2, 2),
+            num_res_blocks=1,
+            attn_resolutions=(),
+            resolution=None,
+            z_channels=8,
+            embed_dim=8,
+            n_embed=64,
+            beta=0.25,
+            l2_normalize=False,
+            encoder=encoder,
+        )
+    )
 
 
 def _encode(encoder, frames):

@@ -1,6 +1,7 @@
 """The one-command pipeline at smoke size: every stage runs, REPORT.md is written, and a restarted run
 skips finished stages and reproduces the same FVD table. Then --mode=eval on the same run reproduces the
 report's FVD numbers, and the evaluation (eval/horizons.py) aligns windows and protocols as documented."""
+
 import dataclasses
 import json
 import os
@@ -44,8 +45,12 @@ def test_smoke_pipeline_end_to_end_and_restart(smoke_run):
     checks = results["eval"]["prediction"]  # m = context (2) and F - 1 (7) on 8-frame held-out windows
     # both time inputs (the sampler's first) at each m, and the future-visible control where frame m + 1 exists
     assert [(c["context"], c["time_input"], c["visible_future"]) for c in checks] == [
-        (2, "clean", False), (2, "unmasked_fraction", False), (2, "clean", True),
-        (7, "clean", False), (7, "unmasked_fraction", False)]
+        (2, "clean", False),
+        (2, "unmasked_fraction", False),
+        (2, "clean", True),
+        (7, "clean", False),
+        (7, "unmasked_fraction", False),
+    ]
     assert all(c["num_clips"] == 8 for c in checks)  # 4 videos x 2 windows of their first 18 frames
     assert all(np.isfinite(c["nll_changed"]) and c["nll_changed"] > 0 for c in checks)
     assert all(0 <= c["accuracy"] <= 1 and 0 < c["changed_fraction"] < 1 for c in checks)
@@ -57,8 +62,9 @@ def test_smoke_pipeline_end_to_end_and_restart(smoke_run):
     os.remove(os.path.join(workdir, "REPORT.md"))
     again = pipeline.run(cfg, workdir)
     assert {s: os.path.getmtime(stages.marker_path(workdir, s)) for s in before} == before
-    assert json.dumps([(round(r["fvd"], 2), round(r["kvd"], 2)) for r in again["eval"]["rows"]]) == \
-        json.dumps([(round(r["fvd"], 2), round(r["kvd"], 2)) for r in rows])
+    assert json.dumps([(round(r["fvd"], 2), round(r["kvd"], 2)) for r in again["eval"]["rows"]]) == json.dumps(
+        [(round(r["fvd"], 2), round(r["kvd"], 2)) for r in rows]
+    )
     assert again["eval"]["prediction"] == checks
     assert os.path.exists(os.path.join(workdir, "REPORT.md"))
 
@@ -79,8 +85,10 @@ def test_eval_mode_reproduces_the_report(smoke_run):
     res = evaluate.run(cfg, workdir)
     saved = json.load(open(os.path.join(workdir, "eval", "maze.json")))
     assert os.path.getsize(os.path.join(workdir, "eval", "maze_fvd.png")) > 1000
-    ours, theirs = _table(open(os.path.join(workdir, "eval", "maze.md")).read()), \
-        _table(open(os.path.join(workdir, "REPORT.md")).read())
+    ours, theirs = (
+        _table(open(os.path.join(workdir, "eval", "maze.md")).read()),
+        _table(open(os.path.join(workdir, "REPORT.md")).read()),
+    )
     assert set(ours) == {(16, m) for m in METHODS} and ours.keys() == theirs.keys()
     for key, (v, k) in theirs.items():  # the report's rounding: one decimal
         assert ours[key][0] == pytest.approx(v, abs=0.051) and ours[key][1] == pytest.approx(k, abs=0.051), key
@@ -91,8 +99,11 @@ def test_eval_mode_reproduces_the_report(smoke_run):
     assert clip["protocol"] == "maze" and clip["num_videos"] == 4 and clip["feature"].startswith("i3d")
     assert clip["use_ema"] is True and clip["frames"] == 16 and clip["actions"] is False
     assert saved["rows"][0]["nfe"] == res["rows"][0]["nfe"] > 0 and clip["step"] == cfg.train.steps
-    assert all(0 < r["psnr"] <= horizons.PSNR_CAP and -1 <= r["ssim"] <= 1 for r in saved["rows"]
-               if r["method"] != "tokenizer reconstruction (ceiling)")
+    assert all(
+        0 < r["psnr"] <= horizons.PSNR_CAP and -1 <= r["ssim"] <= 1
+        for r in saved["rows"]
+        if r["method"] != "tokenizer reconstruction (ceiling)"
+    )
 
 
 def _cheap_features(videos):
@@ -110,8 +121,7 @@ class _Oracle:
         self.tokens, _, actions = heldout.load(cfg, workdir, 4, cfg.data.maze.length)
         assert actions is None  # the smoke run is not action-conditioned
 
-    def generate(self, rng, context_tokens=None, num_frames=None, context=None, actions=None, callback=None,
-                 **_):
+    def generate(self, rng, context_tokens=None, num_frames=None, context=None, actions=None, callback=None, **_):
         rows = [int(np.flatnonzero((self.tokens[:, :context] == c).all(axis=(1, 2, 3)))[0]) for c in context_tokens]
         video = np.roll(self.tokens[rows], self.shift, axis=1)[:, :num_frames]
         if callback is not None:
@@ -172,8 +182,9 @@ def test_teco_protocol_scores_real_context_per_group_and_seed(smoke_run, monkeyp
     from directly), the scored videos' first m frames the real ones, FVD per group of 2 videos and seed."""
     cfg, workdir, _ = smoke_run
     run = pipeline.inference.load_run(workdir, cfg=cfg)
-    toy = dataclasses.replace(protocols.PROTOCOLS["teco"], name="teco_toy", frames=34, resolution=None, context=8,
-                              length=34, group_size=2)
+    toy = dataclasses.replace(
+        protocols.PROTOCOLS["teco"], name="teco_toy", frames=34, resolution=None, context=8, length=34, group_size=2
+    )
     monkeypatch.setitem(protocols.PROTOCOLS, "teco_toy", toy)
     seen = []
 
@@ -184,9 +195,9 @@ def test_teco_protocol_scores_real_context_per_group_and_seed(smoke_run, monkeyp
     cfg = _cfg(cfg, protocol="teco_toy", seeds=(0, 1), baselines=("frozen",))
     res = horizons.evaluate(cfg, workdir, feature_fn=features, run=run)
     _, real, _ = heldout.load(cfg, workdir, 4, 34)
-    fakes = [c for c in seen if not np.array_equal(c, real[:len(c)])]
-    assert fakes and all(np.array_equal(c[:, :8], real[:len(c), :8]) for c in seen)  # the real context everywhere
-    assert any(not np.array_equal(c[:, 8:], real[:len(c), 8:]) for c in fakes)
+    fakes = [c for c in seen if not np.array_equal(c, real[: len(c)])]
+    assert fakes and all(np.array_equal(c[:, :8], real[: len(c), :8]) for c in seen)  # the real context everywhere
+    assert any(not np.array_equal(c[:, 8:], real[: len(c), 8:]) for c in fakes)
     model = next(r for r in res["rows"] if r["method"] == "MaskFlow")
     assert len(model["fvd_values"]) == 4 and model["num_videos"] == 2  # 2 groups x 2 seeds
     assert model["fvd"] == pytest.approx(np.mean(model["fvd_values"]))
@@ -231,5 +242,8 @@ def test_eval_without_raw_features_skips_the_feature_file(smoke_run, tmp_path, m
 
 def rows_result(rows):
     """A minimal evaluate() result around `rows`, for report.fvd_table."""
-    return {"rows": rows, "real_dynamics": [], "record": {"protocol": "maze", "windows": [[16, 2, 18]],
-                                                          "frames": 16, "reference": "r", "context": 2}}
+    return {
+        "rows": rows,
+        "real_dynamics": [],
+        "record": {"protocol": "maze", "windows": [[16, 2, 18]], "frames": 16, "reference": "r", "context": 2},
+    }

@@ -1,6 +1,7 @@
 """Next-frame prediction diagnostic (maskflow_jax/eval/prediction.py) with fake models: a copying
 model scores exactly the copy baseline and 0 on changed tokens, an oracle scores 1, MASK is never
 predicted, and the time input follows the requested convention."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,6 +27,7 @@ def _copy_model(context):
     def logits_fn(x, t):
         last = jax.nn.one_hot(x[:, context - 1], V + 1)  # (B, H, W, V + 1)
         return jnp.broadcast_to(last[:, None], x.shape + (V + 1,))
+
     return logits_fn
 
 
@@ -113,8 +115,14 @@ def test_future_visible_control_shows_the_next_frame_to_the_model():
     assert np.mean(truth == 0) < np.mean(truth == nxt)
     assert shown["accuracy"] == pytest.approx(np.mean(truth == nxt)) and shown["visible_future"]
     seen = []
-    prediction.next_frame_predictions(lambda x, t: seen.append(np.asarray(t)) or jax.nn.one_hot(x, V + 1),
-                                      clips[:1], context, V, time_input="unmasked_fraction", visible_future=True)
+    prediction.next_frame_predictions(
+        lambda x, t: seen.append(np.asarray(t)) or jax.nn.one_hot(x, V + 1),
+        clips[:1],
+        context,
+        V,
+        time_input="unmasked_fraction",
+        visible_future=True,
+    )
     np.testing.assert_array_equal(seen[0][0], [1, 1, 0, 1, 1, 1])
 
 

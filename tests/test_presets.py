@@ -1,5 +1,6 @@
 """Sharding presets: every large parameter is sharded under FSDP, and dp / fsdp / fsdp_tp / 1 device
 give the same loss and updates; checkpoints move between presets."""
+
 import os
 
 import flax.linen as nn
@@ -34,8 +35,9 @@ def test_every_large_parameter_is_sharded(preset, scan):
     trainer = build_trainer(cfg, make_mesh(cfg.mesh))
     flat = jax.tree_util.tree_flatten_with_path(trainer.state_shardings.params)[0]
     shapes = jax.tree.leaves(trainer.abstract_state.params)
-    replicated = [jax.tree_util.keystr(path) for (path, sh), a in zip(flat, shapes)
-                  if a.size >= 1024 and sh.is_fully_replicated]
+    replicated = [
+        jax.tree_util.keystr(path) for (path, sh), a in zip(flat, shapes) if a.size >= 1024 and sh.is_fully_replicated
+    ]
     assert not replicated, f"large parameters left replicated under {preset}: {replicated}"
     # Adam moments follow the parameters.
     mu = [s for s in jax.tree.leaves(trainer.state_shardings.opt_state) if not s.is_fully_replicated]
@@ -54,7 +56,7 @@ def _two_steps(cfg, mesh, data):
     with jax.set_mesh(trainer.mesh), nn.logical_axis_rules(trainer.rules):
         state = trainer.init(jax.random.key(0))
         for i in range(2):
-            batch = {"tokens": jax.device_put(jnp.asarray(data[8 * i:8 * i + 8]), trainer.batch_sharding)}
+            batch = {"tokens": jax.device_put(jnp.asarray(data[8 * i : 8 * i + 8]), trainer.batch_sharding)}
             state, metrics = trainer.step(state, batch)
             losses.append(float(metrics["loss"]))
     return losses, [np.asarray(x) for x in jax.tree.leaves(state.params)]
@@ -90,8 +92,9 @@ def test_checkpoint_moves_between_presets(tmp_path):
     other = _cfg("fsdp_tp", (2, 2, 2))
     trainer = build_trainer(other, make_mesh(other.mesh))
     manager = checkpoint.make_manager(os.path.join(tmp_path, "checkpoints"))
-    step, state, _ = checkpoint.restore_latest(manager, checkpoint.abstract_target(trainer.abstract_state,
-                                                                                   trainer.state_shardings))
+    step, state, _ = checkpoint.restore_latest(
+        manager, checkpoint.abstract_target(trainer.abstract_state, trainer.state_shardings)
+    )
     manager.close()
     assert step == 3
     for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(saved.params)):

@@ -1,5 +1,6 @@
 """What every built-in world promises (maskflow_jax/data/procedural.py): trajectory i depends only on
 (seed, i); written splits are byte-identical for a seed, in the DMLab layout, readable by its reader."""
+
 import numpy as np
 import pytest
 
@@ -25,8 +26,12 @@ def test_write_split_is_byte_identical_and_readable(tmp_path, world):
     world.write_split(tmp_path / "a", "train", num=3, frames=40, seed=0, shard_size=2)
     world.main(["--out", str(tmp_path / "b"), "--num", "3", "--frames", "40", "--seed", "0", "--shard-size", "2"])
     a, b = _tree(tmp_path / "a"), _tree(tmp_path / "b")
-    assert sorted(a) == ["train/0000/0000.npz", "train/0000/0001.npz", "train/0001/0000.npz",
-                         f"train/{world.NAME}.json"]
+    assert sorted(a) == [
+        "train/0000/0000.npz",
+        "train/0000/0001.npz",
+        "train/0001/0000.npz",
+        f"train/{world.NAME}.json",
+    ]
     assert a == b  # same names, same bytes (fixed zip timestamps)
     split = dmlab.DmlabSplit(tmp_path / "a", "train", min_length=40, image_size=64)
     ex = split[2]

@@ -1,5 +1,6 @@
 """eval/resample.py: subset win rates of FVD / KVD comparisons, the saved-feature round trip, and the
 CLI on the smoke run's saved features."""
+
 import json
 import os
 
@@ -43,8 +44,12 @@ def test_summarize_rows_and_feature_file_round_trip(tmp_path):
     assert set(loaded) == set(feats)
     np.testing.assert_allclose(loaded[("frozen", 32)], far, rtol=1e-6)  # stored as float32
     rows = resample.summarize(loaded, size=6, count=10)
-    assert [(r["horizon"], r["method"]) for r in rows] == [(16, "MaskFlow"), (16, "frozen"), (32, "MaskFlow"),
-                                                           (32, "frozen")]
+    assert [(r["horizon"], r["method"]) for r in rows] == [
+        (16, "MaskFlow"),
+        (16, "frozen"),
+        (32, "MaskFlow"),
+        (32, "frozen"),
+    ]
     frozen = rows[1]
     assert frozen["MaskFlow below, FVD %"] == frozen["MaskFlow below, KVD %"] == 100.0
     assert "MaskFlow below, FVD %" not in rows[0]

@@ -1,4 +1,5 @@
 """Chunk-wise rollout: exact lengths, pinned NFE of the presets, context kept, one compilation."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,11 +22,14 @@ def copy_last_context(tokens, t):
     return jnp.where(jnp.arange(V) == target[..., None], 20.0, 0.0)
 
 
-@pytest.mark.parametrize("window,context,stride,lengths,nfe", [
-    (16, 2, 14, (32, 80, 160), (60, 120, 240)),
-    (16, 15, 1, (32, 80, 160), (340, 1300, 2900)),
-    (36, 35, 1, (72, 180), (740, 2900)),
-])
+@pytest.mark.parametrize(
+    "window,context,stride,lengths,nfe",
+    [
+        (16, 2, 14, (32, 80, 160), (60, 120, 240)),
+        (16, 15, 1, (32, 80, 160), (340, 1300, 2900)),
+        (36, 35, 1, (72, 180), (740, 2900)),
+    ],
+)
 def test_preset_nfe_pinned(window, context, stride, lengths, nfe):
     for length, expected in zip(lengths, nfe):
         plan = ro.rollout_plan(length, window, context, stride)
@@ -60,8 +64,17 @@ def test_rollout_returns_exactly_L_frames_with_one_compilation():
     context = np.random.default_rng(0).integers(0, 8, size=(2, m, 2, 2)).astype(np.int32)
     for length in (window, window + 1, 2 * window, 10 * window):
         streamed = []
-        tokens, info = ro.rollout(jax.random.key(0), chunk_fn, context, length=length, window=window, context=m,
-                                  stride=s, mask_id=MASK, callback=lambda i, new: streamed.append(new))
+        tokens, info = ro.rollout(
+            jax.random.key(0),
+            chunk_fn,
+            context,
+            length=length,
+            window=window,
+            context=m,
+            stride=s,
+            mask_id=MASK,
+            callback=lambda i, new: streamed.append(new),
+        )
         assert tokens.shape == (2, length, 2, 2) and not (tokens == MASK).any()
         np.testing.assert_array_equal(tokens[:, :m], context)
         assert info["chunks"] == len(ro.rollout_plan(length, window, m, s)) and info["nfe"] == 4 * info["chunks"]
@@ -75,12 +88,21 @@ def test_rollout_returns_exactly_L_frames_with_one_compilation():
 
 def test_full_sequence_from_nothing():
     chunk_fn = _chunk_fn()
-    tokens, info = ro.rollout(jax.random.key(0), chunk_fn, None, length=4, window=4, context=0, stride=4,
-                              mask_id=MASK, grid=(2, 2), batch=3)
+    tokens, info = ro.rollout(
+        jax.random.key(0), chunk_fn, None, length=4, window=4, context=0, stride=4, mask_id=MASK, grid=(2, 2), batch=3
+    )
     assert tokens.shape == (3, 4, 2, 2) and info["chunks"] == 1 and not (tokens == MASK).any()
     with pytest.raises(ValueError, match="context_tokens"):
-        ro.rollout(jax.random.key(0), chunk_fn, np.zeros((3, 2, 2, 2), np.int32), length=8, window=4, context=1,
-                   stride=1, mask_id=MASK)
+        ro.rollout(
+            jax.random.key(0),
+            chunk_fn,
+            np.zeros((3, 2, 2, 2), np.int32),
+            length=8,
+            window=4,
+            context=1,
+            stride=1,
+            mask_id=MASK,
+        )
 
 
 def test_fm_sampler_through_config():
@@ -88,8 +110,9 @@ def test_fm_sampler_through_config():
     cfg.sampling.sampler, cfg.sampling.steps = "fm", 5
     chunk_fn = ro.make_chunk_fn(ro.make_sampler(cfg.sampling, MASK), copy_last_context)
     context = np.zeros((1, 1, 2, 2), np.int32)
-    tokens, info = ro.rollout(jax.random.key(0), chunk_fn, context, length=6, window=4, context=1, stride=3,
-                              mask_id=MASK)
+    tokens, info = ro.rollout(
+        jax.random.key(0), chunk_fn, context, length=6, window=4, context=1, stride=3, mask_id=MASK
+    )
     assert tokens.shape == (1, 6, 2, 2) and info["nfe"] == 5 * 2
     np.testing.assert_array_equal(tokens[0, :, 0, 0], np.arange(6) % 8)
 
@@ -108,9 +131,16 @@ def test_run_sampler_takes_parameters_as_arguments():
     cfg.model.hidden, cfg.model.patch = 128, 1
     cfg.sampling.context, cfg.sampling.stride, cfg.sampling.steps = 2, 14, 8
     model = make_denoiser(cfg.model, n_embed + 1)
-    params = model.init(jax.random.key(0), jnp.zeros((1, frames, grid, grid), jnp.int32), jnp.ones((1, frames)))["params"]
-    run = inference.Run(cfg=cfg, tokenizer=types.SimpleNamespace(grid=(grid, grid)), model=model,
-                        params=jax.tree.map(jnp.zeros_like, params), step=0)
+    params = model.init(jax.random.key(0), jnp.zeros((1, frames, grid, grid), jnp.int32), jnp.ones((1, frames)))[
+        "params"
+    ]
+    run = inference.Run(
+        cfg=cfg,
+        tokenizer=types.SimpleNamespace(grid=(grid, grid)),
+        model=model,
+        params=jax.tree.map(jnp.zeros_like, params),
+        step=0,
+    )
     ctx = np.random.default_rng(0).integers(0, n_embed, (4, 2, grid, grid)).astype(np.int32)
     tokens, info = run.generate(jax.random.key(0), context_tokens=ctx, num_frames=frames, decode=False)
     new = tokens[:, 2:]

@@ -1,4 +1,5 @@
 """MGM and FM samplers with fake logits_fns, and the unmask / scheduling schedules (docs/method.md §6, §12)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,6 +17,7 @@ MASK = V - 1
 def prefer(k, strength=20.0):
     def logits_fn(tokens, t):
         return jnp.zeros(tokens.shape + (V,)).at[..., k].set(strength)
+
     return logits_fn
 
 
@@ -67,7 +69,8 @@ def test_mgm_fills_each_mask_once_with_scheduled_counts():
         return base(tok, t)
 
     out, nfe = jax.jit(lambda r, x, c: mgm_sample(r, recording, x, c, steps=steps, mask_id=MASK))(
-        jax.random.key(0), tokens, context)
+        jax.random.key(0), tokens, context
+    )
     out = np.asarray(out)
     assert int(nfe) == steps and len(seen) == steps
     remaining = np.stack(seen + [np.sum(out == MASK, axis=(1, 2, 3))])  # (S+1, B)
@@ -97,8 +100,14 @@ def test_mgm_is_deterministic_per_rng_and_options_run():
     c, _ = mgm_sample(jax.random.key(4), random_logits, tokens, context, **kw)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
-    for opts in ({"randomize": "linear"}, {"time_input": "unmasked_fraction"}, {"top_k": 2}, {"top_p": 0.5},
-                 {"temperature": 0.5}, {"mode": "cosine"}):
+    for opts in (
+        {"randomize": "linear"},
+        {"time_input": "unmasked_fraction"},
+        {"top_k": 2},
+        {"top_p": 0.5},
+        {"temperature": 0.5},
+        {"mode": "cosine"},
+    ):
         out, nfe = mgm_sample(jax.random.key(3), random_logits, tokens, context, **kw, **opts)
         assert not (np.asarray(out) == MASK).any() and int(nfe) == 5, opts
 
@@ -115,19 +124,22 @@ def test_release_parity_counts_context_and_finishes_in_19_steps():
 
 def test_guidance_costs_three_evaluations_per_guided_step():
     tokens, context = _window()
-    _, nfe = mgm_sample(jax.random.key(0), random_logits, tokens, context, steps=5, mask_id=MASK, guidance=1.0,
-                        guidance_steps=2)
+    _, nfe = mgm_sample(
+        jax.random.key(0), random_logits, tokens, context, steps=5, mask_id=MASK, guidance=1.0, guidance_steps=2
+    )
     assert int(nfe) == 3 * 2 + 3
-    out, nfe = fm_sample(jax.random.key(0), random_logits, tokens, context, steps=4, mask_id=MASK, guidance=1.0,
-                         guidance_steps=4)
+    out, nfe = fm_sample(
+        jax.random.key(0), random_logits, tokens, context, steps=4, mask_id=MASK, guidance=1.0, guidance_steps=4
+    )
     assert int(nfe) == 12 and not (np.asarray(out) == MASK).any()
 
 
 @pytest.mark.parametrize("matrix,adaptive", [("full_sequence", False), ("pyramid", False), ("full_sequence", True)])
 def test_fm_fills_every_mask_and_keeps_context(matrix, adaptive):
     tokens, context = _window(f=5, m=2)
-    out, nfe = fm_sample(jax.random.key(2), random_logits, tokens, context, steps=6, mask_id=MASK, matrix=matrix,
-                         adaptive=adaptive)
+    out, nfe = fm_sample(
+        jax.random.key(2), random_logits, tokens, context, steps=6, mask_id=MASK, matrix=matrix, adaptive=adaptive
+    )
     out = np.asarray(out)
     assert not (out == MASK).any()
     np.testing.assert_array_equal(out[:, :2], np.asarray(tokens[:, :2]))

@@ -1,5 +1,6 @@
 """The shift probe (scripts/shift_probe.py): its videos move exactly as their actions say,
 and its check scores fake models as the next-frame check defines."""
+
 import types
 
 import jax.numpy as jnp
@@ -19,8 +20,9 @@ def _frames(num=12, h=3, w=5, seed=0):
 
 
 def test_moves_are_exact_shifts_recorded_by_actions():
-    videos, actions = shift_probe.shift_videos(_frames(), 6, 60, np.random.default_rng(1), p_move=0.8,
-                                               min_run=3, max_run=7)
+    videos, actions = shift_probe.shift_videos(
+        _frames(), 6, 60, np.random.default_rng(1), p_move=0.8, min_run=3, max_run=7
+    )
     assert videos.shape == (6, 60, 3, 5) and videos.dtype == np.int32 and actions.shape == (6, 60)
     counts = np.bincount(actions[:, :-1].ravel(), minlength=3)
     assert counts.min() > 0  # the fixture moves both ways and also stays
@@ -70,8 +72,9 @@ def _probe_workdir(tmp_path, action_cond):
     src = tmp_path / "src"
     rng = np.random.default_rng(0)
     for split, n in (("train", 3), ("test", 2)):
-        records.prepare_split([{"video": rng.integers(0, V, (20, 4, 4)).astype(np.int32), "actions": None}
-                               for _ in range(n)], src, split)
+        records.prepare_split(
+            [{"video": rng.integers(0, V, (20, 4, 4)).astype(np.int32), "actions": None} for _ in range(n)], src, split
+        )
     work = tmp_path / "probe"
     metas = shift_probe.build(str(src), str(work / "tokens"), num_train=4, num_test=3, length=16, every=2)
     assert {s: m["count"] for s, m in metas.items()} == {"train": 4, "test": 3}
@@ -132,8 +135,11 @@ def test_check_passes_actions_and_a_shift_oracle_misses_only_the_entering_column
     def oracle(x, actions):  # moves the previous frame as the action after it says
         prev, m = _previous_frame_and_m(x)
         act = jnp.take_along_axis(actions, (m - 1)[:, None], axis=1)[:, 0, None, None]
-        moved = jnp.where(act == shift_probe.LEFT, jnp.roll(prev, 1, axis=-1),
-                          jnp.where(act == shift_probe.RIGHT, jnp.roll(prev, -1, axis=-1), prev))
+        moved = jnp.where(
+            act == shift_probe.LEFT,
+            jnp.roll(prev, 1, axis=-1),
+            jnp.where(act == shift_probe.RIGHT, jnp.roll(prev, -1, axis=-1), prev),
+        )
         return _one_hot(jnp.broadcast_to(moved[:, None], x.shape))
 
     rows = _run_check(monkeypatch, work, cfg, oracle)
@@ -141,9 +147,9 @@ def test_check_passes_actions_and_a_shift_oracle_misses_only_the_entering_column
     for r in rows:
         m = r["context"]
         a, prev = acts[:, m - 1, None, None], clips[:, m - 1]
-        moved = np.where(a == shift_probe.LEFT, np.roll(prev, 1, -1),
-                         np.where(a == shift_probe.RIGHT, np.roll(prev, -1, -1), prev))
+        moved = np.where(
+            a == shift_probe.LEFT, np.roll(prev, 1, -1), np.where(a == shift_probe.RIGHT, np.roll(prev, -1, -1), prev)
+        )
         assert r["accuracy"] == pytest.approx((moved == clips[:, m]).mean())
         # wrong at most on the entering column of a moving frame (it may match there by chance)
         assert 1 - (a != shift_probe.STAY).mean() / 4 <= r["accuracy"] and r["accuracy"] > r["copy_accuracy"]
-

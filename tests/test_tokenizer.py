@@ -1,10 +1,11 @@
 """VQ tokenizer: architecture (vq-f8 sizes), quantizer invariants, video API, training, checkpoints."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import traverse_util
 from factories import tiny_config
+from flax import traverse_util
 
 from configs import dmlab
 from maskflow_jax.data import loader, maze
@@ -54,8 +55,11 @@ def test_vqf8_parameters_do_not_depend_on_the_input_size():
 def test_sizes_the_tokenizer_cannot_take_name_resize_to_and_the_valid_sizes():
     cfg = dmlab.get_config()
     model = make_vq_model(cfg.tokenizer)
-    with pytest.raises(ValueError, match=r"config.data.resize_to=60 .*multiples of the downsampling factor 8 "
-                                         r"\(8, 16, 24, ...\); the nearest to 60 are 56 and 64"):
+    with pytest.raises(
+        ValueError,
+        match=r"config.data.resize_to=60 .*multiples of the downsampling factor 8 "
+        r"\(8, 16, 24, ...\); the nearest to 60 are 56 and 64",
+    ):
         Tokenizer(cfg.tokenizer, {}, 60)
     with pytest.raises(ValueError, match=r"config.data.resize_to=4 .*the nearest to 4 is 8"):
         Tokenizer(cfg.tokenizer, {}, 4)
@@ -78,7 +82,7 @@ def test_sizes_the_tokenizer_cannot_take_name_resize_to_and_the_valid_sizes():
 def test_uint8_rules_round_and_trunc_exact_values():
     """round((x + 1) * 127.5) (maze) against the release's trunc((x + 1) * 0.5 * 255), after clamping."""
     v = np.array([100.3, 100.7, 200.51, 0.6, 254.4, 254.6], np.float64)  # (x + 1) * 127.5, off the boundaries
-    x = np.concatenate([np.array([-2.0, -1.0, -0.999, 0.0, 0.5, 1.0 - 2.0 ** -20, 1.0, 1.5]), v / 127.5 - 1.0])
+    x = np.concatenate([np.array([-2.0, -1.0, -0.999, 0.0, 0.5, 1.0 - 2.0**-20, 1.0, 1.5]), v / 127.5 - 1.0])
     x = jnp.asarray(x, jnp.float32)
     assert to_uint8(x, "round").tolist() == [0, 0, 0, 128, 191, 255, 255, 255, 100, 101, 201, 1, 254, 255]
     assert to_uint8(x, "trunc").tolist() == [0, 0, 0, 127, 191, 254, 255, 255, 100, 100, 200, 0, 254, 254]
@@ -198,7 +202,10 @@ def test_discriminator_runs_only_when_the_gan_is_on():
         s0 = init(jax.random.key(0))
         s1, m1 = step(s0, frames)
         s2, m2 = step(s1, frames)
-        delta = lambda a, b: max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+        def delta(a, b):
+            return max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
         moved[start] = (delta(s0.disc_params, s1.disc_params), delta(s1.disc_params, s2.disc_params))
         if start < 0:
             assert float(m1["disc_loss"]) == 0.0 and float(m2["gen_adv"]) == 0.0

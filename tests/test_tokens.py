@@ -1,9 +1,9 @@
 """Token cache: resumable tokenization of a prepared split, and training on token clips."""
+
+import jax
 import numpy as np
 import pytest
 from factories import tiny_config
-
-import jax
 
 from maskflow_jax.config_validation import ConfigError
 from maskflow_jax.data import loader, records, tokens

@@ -1,4 +1,5 @@
 """Built-in top-down world: schema, determinism, moves as exact one-tile shifts, DMLab action timing."""
+
 import numpy as np
 import pytest
 
@@ -26,7 +27,7 @@ def _without_agent(frame):
     """The frame with the agent's tile blanked (the sprite is drawn over the tile it stands on)."""
     out = frame.astype(np.int16).copy()
     a0 = T.AGENT_CELL * T.CELL
-    out[a0:a0 + T.CELL, a0:a0 + T.CELL] = -1
+    out[a0 : a0 + T.CELL, a0 : a0 + T.CELL] = -1
     return out
 
 
@@ -95,8 +96,10 @@ def test_scroll_moves_fly_east_or_west_and_are_recorded_in_the_marker(tmp_path):
         for f in range(59):
             dc = T.MOVES[int(acts[f])][1] * T.CELL
             if dc:
-                a_new, a_old = _without_agent(v[f + 1])[:, max(0, -dc):64 - max(0, dc)], \
-                    _without_agent(v[f])[:, max(0, dc):64 - max(0, -dc)]
+                a_new, a_old = (
+                    _without_agent(v[f + 1])[:, max(0, -dc) : 64 - max(0, dc)],
+                    _without_agent(v[f])[:, max(0, dc) : 64 - max(0, -dc)],
+                )
                 both = (a_new >= 0) & (a_old >= 0)
                 np.testing.assert_array_equal(a_new[both], a_old[both])
     T.main(["--out", str(tmp_path), "--num", "1", "--frames", "8", "--moves", "scroll"])
@@ -119,7 +122,7 @@ def test_shift_stats_of_exactly_shifted_tokens():
     acts = np.array([[T.EAST, T.EAST, T.SOUTH, T.STAY, T.WEST, T.NORTH]])
     pos, frames = np.array([10, 10]), []
     for a in acts[0]:
-        frames.append(world[pos[0]:pos[0] + 8, pos[1]:pos[1] + 8])
+        frames.append(world[pos[0] : pos[0] + 8, pos[1] : pos[1] + 8])
         pos = pos + T.MOVES[int(a)]
     res = mod.shift_stats(np.stack(frames)[None], acts)
     assert res["shift_exact_of_interior"] == 1.0 and 0.8 < res["interior_of_changed"] < 1.0

@@ -1,4 +1,5 @@
 """Training: overfitting, sharded == single-device, kill/resume == uninterrupted, checkpoint portability."""
+
 import os
 import shutil
 import signal
@@ -130,7 +131,10 @@ def test_checkpoint_from_8_devices_restores_on_1_and_damaged_latest_falls_back(t
 
 def test_non_finite_loss_stops_with_step_and_checkpoint(tmp_path, data):
     cfg = tiny_config(train__steps=6, train__ckpt_every=2, train__log_every=1, train__lr=1e38)
-    with pytest.raises(loop.NonFiniteLossError, match=r"at step \d+; (the last good checkpoint is step \d+|no checkpoint was written yet)"):
+    with pytest.raises(
+        loop.NonFiniteLossError,
+        match=r"at step \d+; (the last good checkpoint is step \d+|no checkpoint was written yet)",
+    ):
         loop.train_denoiser(cfg, str(tmp_path / "nan"), batches=token_iterator(data, 8), mesh=_mesh((1, 1, 1)))
 
 
@@ -176,10 +180,12 @@ def test_ema_warmup_decay_values_and_first_step(data):
 def test_learning_rate_schedules():
     from maskflow_jax.train.optimizer import learning_rate_schedule  # noqa: PLC0415
 
-    const = learning_rate_schedule(tiny_config(train__lr=1e-3, train__warmup_steps=10, train__steps=100,
-                                               train__lr_schedule="constant").train)
-    cos = learning_rate_schedule(tiny_config(train__lr=1e-3, train__warmup_steps=10, train__steps=100,
-                                             train__lr_schedule="cosine").train)
+    const = learning_rate_schedule(
+        tiny_config(train__lr=1e-3, train__warmup_steps=10, train__steps=100, train__lr_schedule="constant").train
+    )
+    cos = learning_rate_schedule(
+        tiny_config(train__lr=1e-3, train__warmup_steps=10, train__steps=100, train__lr_schedule="cosine").train
+    )
     for s in (0, 5, 10):  # the same linear warm-up
         assert float(cos(s)) == pytest.approx(float(const(s)), abs=1e-9)
     assert float(const(5)) == pytest.approx(5e-4)
@@ -189,7 +195,14 @@ def test_learning_rate_schedules():
     with pytest.raises(ValueError, match="lr_schedule"):
         learning_rate_schedule(tiny_config(train__lr_schedule="linear").train)
     for kind in ("constant", "cosine"):  # train.warmup_init: the warm-up starts at a fraction of lr
-        warm = learning_rate_schedule(tiny_config(train__lr=1e-3, train__warmup_steps=10, train__steps=100,
-                                                  train__lr_schedule=kind, train__warmup_init=0.1).train)
+        warm = learning_rate_schedule(
+            tiny_config(
+                train__lr=1e-3,
+                train__warmup_steps=10,
+                train__steps=100,
+                train__lr_schedule=kind,
+                train__warmup_init=0.1,
+            ).train
+        )
         assert float(warm(0)) == pytest.approx(1e-4) and float(warm(5)) == pytest.approx(5.5e-4)
         assert float(warm(10)) == pytest.approx(1e-3)

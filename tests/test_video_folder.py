@@ -1,5 +1,6 @@
 """Folders of videos (FFS): codecs and containers, frame folders, zips, bad files named, prepared
 records, the FaceForensics preprocessing script and a few FFS-smoke training steps from raw videos."""
+
 import importlib.util
 import json
 import math
@@ -14,8 +15,8 @@ from PIL import Image
 
 from configs import ffs
 from maskflow_jax import config_validation
-from maskflow_jax.errors import DataError
 from maskflow_jax.data import loader, records, tokens, video_folder
+from maskflow_jax.errors import DataError
 
 av = pytest.importorskip("av", reason="PyAV is the [video] extra: pip install -e '.[video]'")
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,8 +64,15 @@ def _red(video):
     return video[..., 0].reshape(len(video), -1).mean(axis=1)
 
 
-CODECS = [("mp4", "libx264"), ("mp4", "mpeg4"), ("avi", "mjpeg"), ("mkv", "libx264"), ("mkv", "ffv1"),
-          ("webm", "libvpx"), ("webm", "libvpx-vp9")]
+CODECS = [
+    ("mp4", "libx264"),
+    ("mp4", "mpeg4"),
+    ("avi", "mjpeg"),
+    ("mkv", "libx264"),
+    ("mkv", "ffv1"),
+    ("webm", "libvpx"),
+    ("webm", "libvpx-vp9"),
+]
 
 
 @pytest.mark.parametrize("ext, codec", CODECS, ids=[f"{e}-{c}" for e, c in CODECS])
@@ -157,11 +165,13 @@ def _bad_root(root):
     data = (root / "train" / "frames" / "3.png").read_bytes()
     (root / "train" / "frames" / "3.png").write_bytes(data[: len(data) // 2])
     # clip name -> (file the error must name, text it must contain)
-    return {"garbage.mp4": ("garbage.mp4", "unreadable or corrupt video"),
-            "cut.mp4": ("cut.mp4", "no video stream|unreadable or corrupt video"),  # moov lost
-            "cut.avi": ("cut.avi", "truncated: decoded|unreadable or corrupt video"),
-            "short.mkv": ("short.mkv", "shorter than the 6"),
-            "frames/": ("frames/3.png", "unreadable or truncated image")}
+    return {
+        "garbage.mp4": ("garbage.mp4", "unreadable or corrupt video"),
+        "cut.mp4": ("cut.mp4", "no video stream|unreadable or corrupt video"),  # moov lost
+        "cut.avi": ("cut.avi", "truncated: decoded|unreadable or corrupt video"),
+        "short.mkv": ("short.mkv", "shorter than the 6"),
+        "frames/": ("frames/3.png", "unreadable or truncated image"),
+    }
 
 
 def test_bad_clips_named_and_skip_and_count(tmp_path):
@@ -178,8 +188,13 @@ def test_bad_clips_named_and_skip_and_count(tmp_path):
     lenient = video_folder.VideoFolderSplit(tmp_path, "train", size=16, min_length=6, skip_corrupt=True)
     kept = list(lenient)
     assert len(kept) == 2 and [round(k["video"][..., 2].mean() / 40) for k in kept] == [1, 2]
-    assert sorted(Path(p).name for p, _ in lenient.skipped) == ["cut.avi", "cut.mp4", "frames", "garbage.mp4",
-                                                                  "short.mkv"]
+    assert sorted(Path(p).name for p, _ in lenient.skipped) == [
+        "cut.avi",
+        "cut.mp4",
+        "frames",
+        "garbage.mp4",
+        "short.mkv",
+    ]
 
 
 def _data_cfg(root, tmp_path, **kw):
@@ -242,8 +257,8 @@ def _faceforensics(src, n=8):
         orig[..., 2] = 200
         for t in range(n):
             x = 8 + 16 * i + 2 * t
-            orig[t, 16:32, x:x + 16] = (220, 30, 30)  # 16x16 so 4:2:0 chroma stays clean
-            mask[t, 16:32, x:x + 16] = 255
+            orig[t, 16:32, x : x + 16] = (220, 30, 30)  # 16x16 so 4:2:0 chroma stays clean
+            mask[t, 16:32, x : x + 16] = 255
         _write_video(src / "train" / "original" / f"vid{i}.avi", orig, "mjpeg", fps=30)
         _write_video(src / "train" / "mask" / f"vid{i}.avi", mask, "mjpeg", fps=30)
     (src / "train" / "original" / "broken.avi").write_bytes(b"not a video")
@@ -255,7 +270,10 @@ def test_preprocess_ffs_script(tmp_path, capsys):
     assert script.square_box((10, 5, 30, 15), 64, 48, 1.0) == (10, 0, 20)  # centred, shifted inside
     assert script.square_box((0, 0, 64, 48), 64, 48, 1.5) == (8, 0, 48)  # at most the shorter side
     assert script.fill_empty([None, (1, 1, 2, 2), None, None, (3, 3, 4, 4)])[::2] == [
-        (1, 1, 2, 2), (1, 1, 2, 2), (3, 3, 4, 4)]
+        (1, 1, 2, 2),
+        (1, 1, 2, 2),
+        (3, 3, 4, 4),
+    ]
     src, out = tmp_path / "FaceForensics", tmp_path / "ffs"
     _faceforensics(src)
     code = script.main(["--src", str(src), "--out", str(out), "--size", "32"])

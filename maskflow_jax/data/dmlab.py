@@ -8,6 +8,7 @@ Files are sorted by relative path. Each `.npz` holds `video` uint8 (T, H, W, 3) 
 integer `actions` (T,) (0 left, 1 right, 2 forward; taken after frame t); other keys are ignored.
 Any bad file raises `DataError` naming the file, or, with `skip_corrupt`, is logged and counted.
 """
+
 import io
 import threading
 import zipfile
@@ -19,10 +20,15 @@ from absl import logging
 
 from maskflow_jax.errors import DataError
 
-SPLIT_ALIASES = {"train": ("train", "training"), "training": ("training", "train"),
-                 "test": ("test", "validation"), "validation": ("validation", "test")}
-EXPECTED = ("an .npz (np.savez[_compressed], no pickles) with 'video' uint8 (T, H, W, 3) and "
-            "optional integer 'actions' (T,)")
+SPLIT_ALIASES = {
+    "train": ("train", "training"),
+    "training": ("training", "train"),
+    "test": ("test", "validation"),
+    "validation": ("validation", "test"),
+}
+EXPECTED = (
+    "an .npz (np.savez[_compressed], no pickles) with 'video' uint8 (T, H, W, 3) and optional integer 'actions' (T,)"
+)
 
 
 def list_split(root, split):
@@ -32,28 +38,38 @@ def list_split(root, split):
     """
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"data root {str(root)!r} does not exist or is not a folder; set "
-                        "config.data.root to a folder with train/ and test/ (or .npz files)")
+        raise DataError(
+            f"data root {str(root)!r} does not exist or is not a folder; set "
+            "config.data.root to a folder with train/ and test/ (or .npz files)"
+        )
     names = SPLIT_ALIASES.get(split, (split,))
     for name in names:
         folder = root / name
         if folder.is_dir():
-            files = sorted((p for p in folder.rglob("*.npz") if p.is_file()),
-                           key=lambda p: p.relative_to(folder).parts)
+            files = sorted((p for p in folder.rglob("*.npz") if p.is_file()), key=lambda p: p.relative_to(folder).parts)
             if not files:
-                raise DataError(f"split folder {str(folder)!r} contains no .npz files; expected "
-                                f"{folder}/**/<name>.npz, each {EXPECTED}")
+                raise DataError(
+                    f"split folder {str(folder)!r} contains no .npz files; expected "
+                    f"{folder}/**/<name>.npz, each {EXPECTED}"
+                )
             return files
     flat = sorted(p for p in root.glob("*.npz") if p.is_file())
     if flat:
-        logging.warning("%s has no %s/ folder: reading its %d .npz files as split %r (a flat "
-                        "folder is one split; train and eval read the same files)",
-                        root, "|".join(names), len(flat), split)
+        logging.warning(
+            "%s has no %s/ folder: reading its %d .npz files as split %r (a flat "
+            "folder is one split; train and eval read the same files)",
+            root,
+            "|".join(names),
+            len(flat),
+            split,
+        )
         return flat
     present = sorted(p.name for p in root.iterdir() if p.is_dir())
-    raise DataError(f"no split {split!r} under {str(root)!r} (looked for {list(names)}; found "
-                    f"folders {present}): expected {root}/{names[0]}/**/*.npz or .npz files "
-                    f"directly in {root}")
+    raise DataError(
+        f"no split {split!r} under {str(root)!r} (looked for {list(names)}; found "
+        f"folders {present}): expected {root}/{names[0]}/**/*.npz or .npz files "
+        f"directly in {root}"
+    )
 
 
 # numpy parses a .npy header with ast.literal_eval, and CPython 3.11 before 3.11.8 can fail when
@@ -93,24 +109,34 @@ def load_video(path, *, min_length=1, image_size=None):
     except DataError:
         raise
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
-        raise DataError(f"{path}: unreadable, truncated or corrupt ({type(err).__name__}: {err}); "
-                        f"expected {EXPECTED}. Re-create or delete the file, or set "
-                        "config.data.skip_corrupt=True to skip it") from err
+        raise DataError(
+            f"{path}: unreadable, truncated or corrupt ({type(err).__name__}: {err}); "
+            f"expected {EXPECTED}. Re-create or delete the file, or set "
+            "config.data.skip_corrupt=True to skip it"
+        ) from err
     if video.dtype != np.uint8:
-        raise DataError(f"{path}: 'video' has dtype {video.dtype}; expected uint8 pixels "
-                        "(convert with np.clip(v, 0, 255).astype(np.uint8))")
+        raise DataError(
+            f"{path}: 'video' has dtype {video.dtype}; expected uint8 pixels "
+            "(convert with np.clip(v, 0, 255).astype(np.uint8))"
+        )
     if video.ndim != 4 or video.shape[-1] != 3:
         raise DataError(f"{path}: 'video' has shape {video.shape}; expected (T, H, W, 3) RGB")
     if image_size is not None and video.shape[1:3] != (image_size, image_size):
-        raise DataError(f"{path}: frames are {video.shape[1]}x{video.shape[2]}; expected "
-                        f"{image_size}x{image_size} (config.data.image_size)")
+        raise DataError(
+            f"{path}: frames are {video.shape[1]}x{video.shape[2]}; expected "
+            f"{image_size}x{image_size} (config.data.image_size)"
+        )
     if video.shape[0] < min_length:
-        raise DataError(f"{path}: {video.shape[0]} frames, shorter than the {min_length} a clip "
-                        "needs (config.data.frames x config.data.frame_skip)")
+        raise DataError(
+            f"{path}: {video.shape[0]} frames, shorter than the {min_length} a clip "
+            "needs (config.data.frames x config.data.frame_skip)"
+        )
     if actions is not None:
         if actions.shape != (video.shape[0],) or not np.issubdtype(actions.dtype, np.integer):
-            raise DataError(f"{path}: 'actions' has shape {actions.shape} and dtype {actions.dtype}; "
-                            f"expected integers of shape ({video.shape[0]},), one per frame")
+            raise DataError(
+                f"{path}: 'actions' has shape {actions.shape} and dtype {actions.dtype}; "
+                f"expected integers of shape ({video.shape[0]},), one per frame"
+            )
         actions = actions.astype(np.int32)
     return video, actions
 
@@ -134,8 +160,7 @@ class DmlabSplit:
         return len(self.files)
 
     def __getitem__(self, i):
-        video, actions = load_video(self.files[i], min_length=self.min_length,
-                                    image_size=self.image_size)
+        video, actions = load_video(self.files[i], min_length=self.min_length, image_size=self.image_size)
         return {"video": video, "actions": actions}
 
     def __iter__(self):
@@ -155,4 +180,3 @@ def has_split(root, split):
     if any((root / n).is_dir() for n in SPLIT_ALIASES.get(split, (split,))):
         return True
     return root.is_dir() and any(root.glob("*.npz"))
-

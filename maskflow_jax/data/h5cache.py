@@ -4,12 +4,15 @@ Layout: `video` int (ΣT, h, w) tokens or uint8 (ΣT, 3, H, W) pixels, and `star
 (N, 2) with the [start, end) rows of each video. Videos come back as int32 tokens (T, h, w) or uint8
 pixels (T, H, W, 3), ready for `records.prepare_split`.
 """
+
 import numpy as np
 
 from maskflow_jax.errors import DataError
 
-EXPECTED = ("an HDF5 file with 'video' int (ΣT, h, w) tokens or uint8 (ΣT, 3, H, W) pixels and "
-            "'start_index_list' int (N, 2) of [start, end) rows")
+EXPECTED = (
+    "an HDF5 file with 'video' int (ΣT, h, w) tokens or uint8 (ΣT, 3, H, W) pixels and "
+    "'start_index_list' int (N, 2) of [start, end) rows"
+)
 
 
 class H5Cache:
@@ -25,13 +28,11 @@ class H5Cache:
             raise DataError(f"{self.path}: not a readable HDF5 file ({err}); expected {EXPECTED}") from err
         for key in ("video", "start_index_list"):
             if key not in self._file:
-                raise DataError(f"{self.path}: missing dataset {key!r} (has {sorted(self._file)}); "
-                                f"expected {EXPECTED}")
+                raise DataError(f"{self.path}: missing dataset {key!r} (has {sorted(self._file)}); expected {EXPECTED}")
         self._video = self._file["video"]
         index = np.asarray(self._file["start_index_list"])
         if index.ndim != 2 or index.shape[1] != 2 or not np.issubdtype(index.dtype, np.integer):
-            raise DataError(f"{self.path}: 'start_index_list' is {index.dtype} {index.shape}; "
-                            "expected int (N, 2)")
+            raise DataError(f"{self.path}: 'start_index_list' is {index.dtype} {index.shape}; expected int (N, 2)")
         v = self._video
         tokens = v.ndim == 3 and np.issubdtype(v.dtype, np.integer)
         pixels = v.ndim == 4 and v.dtype == np.uint8 and v.shape[1] == 3
@@ -41,13 +42,17 @@ class H5Cache:
         bad = ~((0 <= index[:, 0]) & (index[:, 0] < index[:, 1]) & (index[:, 1] <= v.shape[0]))
         if bad.any():
             i = int(np.argmax(bad))
-            raise DataError(f"{self.path}: video {i} has rows {index[i].tolist()} outside "
-                            f"[0, {v.shape[0]}) or empty; 'start_index_list' must hold [start, end)")
+            raise DataError(
+                f"{self.path}: video {i} has rows {index[i].tolist()} outside "
+                f"[0, {v.shape[0]}) or empty; 'start_index_list' must hold [start, end)"
+            )
         short = (index[:, 1] - index[:, 0]) < min_length
         if short.any():
             i = int(np.argmax(short))
-            raise DataError(f"{self.path}: video {i} has {int(index[i, 1] - index[i, 0])} frames, "
-                            f"shorter than the {min_length} a clip needs (config.data.frames)")
+            raise DataError(
+                f"{self.path}: video {i} has {int(index[i, 1] - index[i, 0])} frames, "
+                f"shorter than the {min_length} a clip needs (config.data.frames)"
+            )
         self.index = index
 
     def __len__(self):

@@ -14,6 +14,7 @@ batches with `valid = False` so every host runs the same number of steps.
 Batches: {"video": uint8 (B, F, R, R, 3) or int32 tokens (B, F, h, w), "actions": int32 (B, F)
 if data.use_actions, "index": int32 (B,) record ids, ["valid": bool (B,) in eval]}.
 """
+
 import functools
 import hashlib
 import json
@@ -99,9 +100,11 @@ class ClipSampler(grain.transforms.RandomMap):
         video = element["video"]
         span = clip_span(self.frames, self.frame_skip)
         if len(video) < span:
-            raise DataError(f"record {int(element['index'])}: {len(video)} frames < {span} "
-                                  "needed by data.frames x data.frame_skip; prepare again with a "
-                                  "matching min_length")
+            raise DataError(
+                f"record {int(element['index'])}: {len(video)} frames < {span} "
+                "needed by data.frames x data.frame_skip; prepare again with a "
+                "matching min_length"
+            )
         start = int(rng.integers(0, len(video) - span + 1)) if self.random else 0
         sl = slice(start, start + span, self.frame_skip)
         clip = video[sl]
@@ -123,8 +126,7 @@ def _process(process_index, process_count):
 
 def _per_host_batch(global_batch, pc, field="data.batch_size"):
     if global_batch % pc:
-        raise ValueError(f"{field}={global_batch} is not divisible by the {pc} processes; use a "
-                         f"multiple of {pc}")
+        raise ValueError(f"{field}={global_batch} is not divisible by the {pc} processes; use a multiple of {pc}")
     return global_batch // pc
 
 
@@ -156,12 +158,16 @@ def _open_source(data_cfg, split, prepared, workdir, span):
     prepared = Path(prepared) if prepared else resolve_prepared_dir(data_cfg, workdir)
     src = records.RecordSource(prepared, split)
     if src.lengths.size and src.lengths.min() < span:
-        raise DataError(f"{prepared}/{split}: shortest video has {src.lengths.min()} frames, "
-                              f"a clip needs {span} (data.frames x data.frame_skip); lower them or "
-                              "prepare longer videos")
+        raise DataError(
+            f"{prepared}/{split}: shortest video has {src.lengths.min()} frames, "
+            f"a clip needs {span} (data.frames x data.frame_skip); lower them or "
+            "prepare longer videos"
+        )
     if data_cfg.use_actions and "actions" not in src.meta["keys"]:
-        raise DataError(f"{prepared}/{split}: data.use_actions=True but the prepared videos "
-                              "have no 'actions'; set data.use_actions=False")
+        raise DataError(
+            f"{prepared}/{split}: data.use_actions=True but the prepared videos "
+            "have no 'actions'; set data.use_actions=False"
+        )
     return src
 
 
@@ -169,8 +175,17 @@ def _read_options(data_cfg):
     return grain.ReadOptions(num_threads=data_cfg.num_threads, prefetch_buffer_size=data_cfg.prefetch)
 
 
-def make_train_dataset(data_cfg, split=None, *, seed, process_index=None, process_count=None,
-                       prepared_dir=None, workdir=None, num_epochs=None):
+def make_train_dataset(
+    data_cfg,
+    split=None,
+    *,
+    seed,
+    process_index=None,
+    process_count=None,
+    prepared_dir=None,
+    workdir=None,
+    num_epochs=None,
+):
     """The training `grain.IterDataset` (see the module docstring); iterate it with `iter()`."""
     pi, pc = _process(process_index, process_count)
     split = split or data_cfg.train_split
@@ -178,16 +193,27 @@ def make_train_dataset(data_cfg, split=None, *, seed, process_index=None, proces
     src = _open_source(data_cfg, split, prepared_dir, workdir, span)
     shuffle_seed, clip_seed = _seeds(seed, data_cfg.shuffle_seed)
     sampler = ClipSampler(data_cfg.frames, data_cfg.frame_skip, data_cfg.resize_to, data_cfg.use_actions)
-    ds = (grain.MapDataset.source(_IndexedSource(src))
-          .shuffle(seed=shuffle_seed)
-          .repeat(num_epochs)
-          .random_map(sampler, seed=clip_seed))
+    ds = (
+        grain.MapDataset.source(_IndexedSource(src))
+        .shuffle(seed=shuffle_seed)
+        .repeat(num_epochs)
+        .random_map(sampler, seed=clip_seed)
+    )
     ds = ds[pi::pc].batch(_per_host_batch(data_cfg.batch_size, pc), drop_remainder=True)
     return ds.to_iter_dataset(_read_options(data_cfg))
 
 
-def make_train_iterator(data_cfg, split=None, *, seed, process_index=None, process_count=None,
-                        prepared_dir=None, workdir=None, num_epochs=None):
+def make_train_iterator(
+    data_cfg,
+    split=None,
+    *,
+    seed,
+    process_index=None,
+    process_count=None,
+    prepared_dir=None,
+    workdir=None,
+    num_epochs=None,
+):
     """Checkpointable iterator over this host's training batches (infinite if num_epochs is None).
 
     Args:
@@ -201,13 +227,32 @@ def make_train_iterator(data_cfg, split=None, *, seed, process_index=None, proce
     Returns:
       A grain DatasetIterator of dicts with per-host arrays (B = data.batch_size / process_count).
     """
-    return iter(make_train_dataset(data_cfg, split, seed=seed, process_index=process_index,
-                                   process_count=process_count, prepared_dir=prepared_dir,
-                                   workdir=workdir, num_epochs=num_epochs))
+    return iter(
+        make_train_dataset(
+            data_cfg,
+            split,
+            seed=seed,
+            process_index=process_index,
+            process_count=process_count,
+            prepared_dir=prepared_dir,
+            workdir=workdir,
+            num_epochs=num_epochs,
+        )
+    )
 
 
-def make_eval_iterator(data_cfg, split=None, *, frames=None, batch_size=None, num_videos=None,
-                       process_index=None, process_count=None, prepared_dir=None, workdir=None):
+def make_eval_iterator(
+    data_cfg,
+    split=None,
+    *,
+    frames=None,
+    batch_size=None,
+    num_videos=None,
+    process_index=None,
+    process_count=None,
+    prepared_dir=None,
+    workdir=None,
+):
     """Iterator over this host's evaluation batches: videos in order, clips from frame 0.
 
     Host p gets videos p, p + P, ...; every host yields the same number of batches, the last ones
@@ -223,11 +268,9 @@ def make_eval_iterator(data_cfg, split=None, *, frames=None, batch_size=None, nu
     frames = frames or data_cfg.frames
     src = _open_source(data_cfg, split, prepared_dir, workdir, clip_span(frames, data_cfg.frame_skip))
     total = min(len(src), num_videos or len(src))
-    per_host = _per_host_batch(batch_size or data_cfg.batch_size, pc,
-                               "batch_size" if batch_size else "data.batch_size")
+    per_host = _per_host_batch(batch_size or data_cfg.batch_size, pc, "batch_size" if batch_size else "data.batch_size")
     steps = math.ceil(math.ceil(total / pc) / per_host)
-    sampler = ClipSampler(frames, data_cfg.frame_skip, data_cfg.resize_to, data_cfg.use_actions,
-                          random=False)
+    sampler = ClipSampler(frames, data_cfg.frame_skip, data_cfg.resize_to, data_cfg.use_actions, random=False)
     indexed = _IndexedSource(src)
 
     def load(k):
@@ -253,9 +296,11 @@ def to_global_batch(batch, mesh, batch_axes=("data", "fsdp")):
     def put(x):
         x = np.asarray(x)
         if (x.shape[0] * jax.process_count()) % shards:
-            raise ValueError(f"global batch {x.shape[0] * jax.process_count()} is not divisible by "
-                             f"the {shards} devices of mesh axes {axes}; set data.batch_size to a "
-                             f"multiple of {shards}")
+            raise ValueError(
+                f"global batch {x.shape[0] * jax.process_count()} is not divisible by "
+                f"the {shards} devices of mesh axes {axes}; set data.batch_size to a "
+                f"multiple of {shards}"
+            )
         return jax.make_array_from_process_local_data(sharding, x)
 
     return jax.tree.map(put, batch)
@@ -282,8 +327,10 @@ def ensure_procedural_data(data_cfg, workdir):
     world = PROCEDURAL_WORLDS[data_cfg.name]
     raw = resolve_raw_dir(data_cfg, workdir)
     m = data_cfg[data_cfg.name]
-    for split, num, seed in ((data_cfg.train_split, m.num_train, m.seed),
-                             (data_cfg.eval_split, m.num_test, m.seed + 1)):
+    for split, num, seed in (
+        (data_cfg.train_split, m.num_train, m.seed),
+        (data_cfg.eval_split, m.num_test, m.seed + 1),
+    ):
         options = procedural.world_options(world, m)
         want = procedural.marker_contents(world, num, m.length, seed, shard_size=100, **options)
         marker, folder = procedural.split_marker(raw, split, world), raw / split
@@ -291,8 +338,10 @@ def ensure_procedural_data(data_cfg, workdir):
         if done():
             continue
         if folder.exists() and not marker.is_file():
-            raise DataError(f"{folder} exists but was not written by the {world.NAME} generator (no "
-                                  f"{marker.name}); delete it or set config.data.root elsewhere")
+            raise DataError(
+                f"{folder} exists but was not written by the {world.NAME} generator (no "
+                f"{marker.name}); delete it or set config.data.root elsewhere"
+            )
         tmp = raw / (split + _tag())  # generate aside, then rename: readers never see half a split
         logging.info("generating %d %s trajectories of %d frames into %s", num, world.NAME, m.length, folder)
         procedural.write_split(world, tmp, split, num, m.length, seed, shard_size=100, **options)
@@ -321,20 +370,26 @@ def ensure_prepared(data_cfg, workdir=None):
     out = {"raw": str(raw), "prepared": str(prepared)}
     for split in (data_cfg.train_split, data_cfg.eval_split):
         if data_cfg.name in VIDEO_FOLDER_NAMES:
-            reader = video_folder.VideoFolderSplit(raw, split, min_length=span, size=data_cfg.image_size,
-                                                   skip_corrupt=data_cfg.skip_corrupt)
+            reader = video_folder.VideoFolderSplit(
+                raw, split, min_length=span, size=data_cfg.image_size, skip_corrupt=data_cfg.skip_corrupt
+            )
             listing, count = reader.listing(), len(reader)
         else:
-            reader = dmlab.DmlabSplit(raw, split, min_length=span, image_size=data_cfg.image_size,
-                                      skip_corrupt=data_cfg.skip_corrupt)
+            reader = dmlab.DmlabSplit(
+                raw, split, min_length=span, image_size=data_cfg.image_size, skip_corrupt=data_cfg.skip_corrupt
+            )
             listing = "\n".join(f"{p.relative_to(raw)} {p.stat().st_size}" for p in reader.files)
             count = len(reader.files)
         world = PROCEDURAL_WORLDS.get(data_cfg.name, maze)
         marker = procedural.split_marker(raw, split, world)
-        fingerprint = {"root": str(raw.resolve()), "files": count,
-                       "listing_sha256": hashlib.sha256(listing.encode()).hexdigest(),
-                       world.NAME: json.loads(marker.read_text()) if marker.is_file() else None,
-                       "min_length": span, "image_size": data_cfg.image_size}
+        fingerprint = {
+            "root": str(raw.resolve()),
+            "files": count,
+            "listing_sha256": hashlib.sha256(listing.encode()).hexdigest(),
+            world.NAME: json.loads(marker.read_text()) if marker.is_file() else None,
+            "min_length": span,
+            "image_size": data_cfg.image_size,
+        }
         if data_cfg.name in VIDEO_FOLDER_NAMES:
             fingerprint["video_folder"] = video_folder.FORMAT_VERSION
         meta = records.prepare_split(reader, prepared, split, fingerprint=fingerprint)

@@ -15,6 +15,7 @@ Agent: breadth-first search to a far unvisited cell, then waypoint following (ce
 10° turns and 0.1-cell forward steps.
 Every trajectory depends only on (seed, index), so any chunking gives the same bytes.
 """
+
 import dataclasses
 import math
 import sys
@@ -58,8 +59,11 @@ def make_maze(rng):
     stack = [start]
     while stack:
         x, y = stack[-1]
-        nbrs = [(x + dx, y + dy) for dx, dy in ((2, 0), (-2, 0), (0, 2), (0, -2))
-                if 0 < x + dx < GRID and 0 < y + dy < GRID and walls[x + dx, y + dy]]
+        nbrs = [
+            (x + dx, y + dy)
+            for dx, dy in ((2, 0), (-2, 0), (0, 2), (0, -2))
+            if 0 < x + dx < GRID and 0 < y + dy < GRID and walls[x + dx, y + dy]
+        ]
         if not nbrs:
             stack.pop()
             continue
@@ -112,8 +116,9 @@ def make_worlds(seed, indices):
         floor.append([base, base * rng.uniform(0.55, 0.75)])
         top = np.array([rng.uniform(20, 90), rng.uniform(60, 140), rng.uniform(150, 240)])
         sky.append([top, 0.45 * top + 0.55 * 225.0])
-    worlds = Worlds(np.stack(walls), np.asarray(textures, np.uint8),
-                    np.asarray(floor, np.float32), np.asarray(sky, np.float32))
+    worlds = Worlds(
+        np.stack(walls), np.asarray(textures, np.uint8), np.asarray(floor, np.float32), np.asarray(sky, np.float32)
+    )
     return worlds, rngs
 
 
@@ -254,7 +259,7 @@ def render(worlds, world_id, pos, heading, size=SIZE):
     depth = EYE * focal / p[:, half:, :]  # (1, H/2, 1)
     fx = px.reshape(b, 1, w) + depth * rx.reshape(b, 1, w)
     fy = py.reshape(b, 1, w) + depth * ry.reshape(b, 1, w)
-    checker = ((np.floor(fx * 2) + np.floor(fy * 2)).astype(np.int64) & 1)  # (B, H/2, W)
+    checker = (np.floor(fx * 2) + np.floor(fy * 2)).astype(np.int64) & 1  # (B, H/2, W)
     fog_row = (1 - np.exp(-depth / FOG_DIST)).reshape(1, half, 1, 1)
     floor_tab = worlds.floor[world_id][:, None] * (1 - fog_row) + fog_rgb[:, None, None] * fog_row
     floor_rgb = floor_tab[:, :, :1] + checker[..., None] * (floor_tab[:, :, 1:] - floor_tab[:, :, :1])

@@ -5,6 +5,7 @@ A world module (`maze.py`, `topdown.py`) provides `NAME`, `FORMAT_VERSION` and
 where trajectory i depends only on (seed, i). Splits are written in the TECO/DMLab layout
 `DIR/<split>/<shard:04d>/<j:04d>.npz` (keys `video`, `actions`), so the DMLab reader reads them.
 """
+
 import argparse
 import io
 import json
@@ -55,8 +56,9 @@ def write_split(world, out_dir, split, num, frames, seed, shard_size=100, **opti
     generate_trajectories. The marker (`split_marker`) is written last. Returns the list of written paths.
     """
     if num < 1 or frames < 1 or shard_size < 1:
-        raise ValueError(f"{world.NAME}.write_split: need num, frames, shard_size >= 1; got {num}, {frames}, "
-                         f"{shard_size}")
+        raise ValueError(
+            f"{world.NAME}.write_split: need num, frames, shard_size >= 1; got {num}, {frames}, {shard_size}"
+        )
     root = Path(out_dir) / split
     paths = []
     for lo in range(0, num, shard_size):

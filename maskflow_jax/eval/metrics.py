@@ -10,6 +10,7 @@ uint8). Motion is the mean absolute change between consecutive frames (0 for a f
 contrast is the standard deviation of each frame's pixels, averaged over frames (low for blur).
 Beside FVD they tell a moving, sharp sample from a frozen or washed-out one.
 """
+
 import jax
 import jax.numpy as jnp
 
@@ -19,8 +20,10 @@ def _as_float(a, b, max_val):
         raise ValueError(f"a and b must be videos (B, T, H, W, C) of one shape; got {a.shape} and {b.shape}")
     if max_val is None:
         if a.dtype != jnp.uint8 or b.dtype != jnp.uint8:
-            raise ValueError(f"max_val is required for non-uint8 videos (got {a.dtype}, {b.dtype}); "
-                             "pass max_val=1.0 for [0, 1] floats")
+            raise ValueError(
+                f"max_val is required for non-uint8 videos (got {a.dtype}, {b.dtype}); "
+                "pass max_val=1.0 for [0, 1] floats"
+            )
         max_val = 255.0
     return a.astype(jnp.float32) / max_val, b.astype(jnp.float32) / max_val
 
@@ -40,7 +43,7 @@ def psnr(a, b, max_val=None):
 def gaussian_window(size=11, sigma=1.5):
     """Normalised 1-D Gaussian (size,)."""
     x = jnp.arange(size, dtype=jnp.float32) - (size - 1) / 2
-    g = jnp.exp(-(x ** 2) / (2 * sigma ** 2))
+    g = jnp.exp(-(x**2) / (2 * sigma**2))
     return g / g.sum()
 
 
@@ -52,10 +55,12 @@ def _filter(z, g):
     rows = jnp.tile(g.reshape(k, 1, 1, 1), (1, 1, 1, c))
     cols = jnp.tile(g.reshape(1, k, 1, 1), (1, 1, 1, c))
     prec = jax.lax.Precision.HIGHEST
-    z = jax.lax.conv_general_dilated(z, rows, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=c,
-                                     precision=prec)
-    return jax.lax.conv_general_dilated(z, cols, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=c,
-                                        precision=prec)
+    z = jax.lax.conv_general_dilated(
+        z, rows, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=c, precision=prec
+    )
+    return jax.lax.conv_general_dilated(
+        z, cols, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=c, precision=prec
+    )
 
 
 def ssim(a, b, max_val=None, size=11, sigma=1.5, k1=0.01, k2=0.03):
@@ -69,12 +74,12 @@ def ssim(a, b, max_val=None, size=11, sigma=1.5, k1=0.01, k2=0.03):
     x = x.reshape(bsz * t, h, w, c)
     y = y.reshape(bsz * t, h, w, c)
     g = gaussian_window(size, sigma)
-    c1, c2 = k1 ** 2, k2 ** 2
+    c1, c2 = k1**2, k2**2
     mx, my = _filter(x, g), _filter(y, g)
-    sxx = _filter(x * x, g) - mx ** 2
-    syy = _filter(y * y, g) - my ** 2
+    sxx = _filter(x * x, g) - mx**2
+    syy = _filter(y * y, g) - my**2
     sxy = _filter(x * y, g) - mx * my
-    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (sxx + syy + c2))
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
     return jnp.mean(s, axis=(1, 2, 3)).reshape(bsz, t)
 
 

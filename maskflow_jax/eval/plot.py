@@ -1,8 +1,9 @@
 """A PNG line plot of FVD against horizon, drawn with Pillow (no plotting library needed).
 
-    plot_curves("eval/maze_fvd.png", {"MaskFlow": (x, y), "frozen": (x, y2)},
-                xlabel="last generated frame", ylabel="FVD")
+plot_curves("eval/maze_fvd.png", {"MaskFlow": (x, y), "frozen": (x, y2)},
+            xlabel="last generated frame", ylabel="FVD")
 """
+
 import numpy as np
 
 COLORS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (127, 127, 127))
@@ -69,8 +70,14 @@ def fvd_by_horizon(path, result):
     """plot_curves of an eval/horizons.evaluate() result (or its JSON): FVD against the horizon per method."""
     rows = result["rows"]
     names = list(dict.fromkeys(r["method"] for r in rows))
-    curves = {k: ([r["horizon"] for r in rows if r["method"] == k], [r["fvd"] for r in rows if r["method"] == k])
-              for k in names}
-    return plot_curves(path, curves, title=f"FVD by horizon ({result['record']['protocol']} protocol, "
-                                           f"{rows[0]['num_videos']} videos)",
-                       xlabel="frames generated", ylabel="FVD")
+    curves = {
+        k: ([r["horizon"] for r in rows if r["method"] == k], [r["fvd"] for r in rows if r["method"] == k])
+        for k in names
+    }
+    return plot_curves(
+        path,
+        curves,
+        title=f"FVD by horizon ({result['record']['protocol']} protocol, {rows[0]['num_videos']} videos)",
+        xlabel="frames generated",
+        ylabel="FVD",
+    )

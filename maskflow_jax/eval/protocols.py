@@ -20,6 +20,7 @@ thousands of videos never sit in memory at once: only float64 feature statistics
 FVD from few videos is biased upward (and with N < 400 the covariances are singular): compare
 numbers only at equal counts and protocol.
 """
+
 import dataclasses
 import json
 import os
@@ -53,20 +54,41 @@ class Protocol:
 
 
 PROTOCOLS = {
-    "maskflow": Protocol("maskflow", 16, 256, None, None, None,
-                         "VQ reconstructions (tokenizer encode -> decode) of real clips, one per video",
-                         reconstructed_reference=True, decode_uint8="trunc"),
-    "maze": Protocol("maze", None, None, None, None, None,
-                     "held-out videos of a built-in world (generated with another seed)"),
-    "teco": Protocol("teco", 300, 64, 36, 300, None,
-                     "raw 300-frame test videos at 64x64; the generator sees their first 36 frames, which replace "
-                     "the first 36 frames of every scored video", real_context=True, group_size=256),
+    "maskflow": Protocol(
+        "maskflow",
+        16,
+        256,
+        None,
+        None,
+        None,
+        "VQ reconstructions (tokenizer encode -> decode) of real clips, one per video",
+        reconstructed_reference=True,
+        decode_uint8="trunc",
+    ),
+    "maze": Protocol(
+        "maze", None, None, None, None, None, "held-out videos of a built-in world (generated with another seed)"
+    ),
+    "teco": Protocol(
+        "teco",
+        300,
+        64,
+        36,
+        300,
+        None,
+        "raw 300-frame test videos at 64x64; the generator sees their first 36 frames, which replace "
+        "the first 36 frames of every scored video",
+        real_context=True,
+        group_size=256,
+    ),
     "fvd2048_16f": Protocol("fvd2048_16f", 16, 256, 0, 16, 2048, "raw 16-frame clips at 256x256 (StyleGAN-V)"),
     "fvd2048_128f": Protocol("fvd2048_128f", 128, 256, 0, 128, 2048, "raw 128-frame clips at 256x256 (StyleGAN-V)"),
 }
 # Methods scored beside the model (config.eval.baselines: key -> the name in results and reports).
-BASELINES = {"frozen": "frozen last context frame", "untrained": "untrained denoiser",
-             "reconstruction": "tokenizer reconstruction (ceiling)"}
+BASELINES = {
+    "frozen": "frozen last context frame",
+    "untrained": "untrained denoiser",
+    "reconstruction": "tokenizer reconstruction (ceiling)",
+}
 MODEL = "MaskFlow"  # the method name of the run's own generations
 
 
@@ -92,7 +114,7 @@ def select_window(videos, frames, start=0):
         raise ValueError(f"videos have {t} frames; the protocol needs {frames} (generate longer videos)")
     if start < 0 or start + frames > t:
         raise ValueError(f"window [{start}, {start + frames}) is outside videos of {t} frames")
-    return videos[:, start:start + frames]
+    return videos[:, start : start + frames]
 
 
 def _batches(videos, batch_size):
@@ -100,7 +122,7 @@ def _batches(videos, batch_size):
     if isinstance(videos, np.ndarray) or isinstance(videos, jax.Array):
         videos = np.asarray(videos)
         for s in range(0, len(videos), batch_size):
-            yield videos[s:s + batch_size]
+            yield videos[s : s + batch_size]
         return
     for batch in videos:
         yield np.asarray(batch)
@@ -118,7 +140,7 @@ def clip_features(clips, feature_fn, batch_size, sharding=None):
     """
     out = []
     for start in range(0, len(clips), batch_size):
-        part = np.asarray(clips[start:start + batch_size])
+        part = np.asarray(clips[start : start + batch_size])
         n = len(part)
         if n < batch_size:
             part = np.concatenate([part, np.repeat(part[-1:], batch_size - n, axis=0)])
@@ -127,8 +149,9 @@ def clip_features(clips, feature_fn, batch_size, sharding=None):
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-def stream_stats(videos, windows, feature_fn, *, argument="videos", batch_size=4, transform=None,
-                 max_videos=None, sharding=None):
+def stream_stats(
+    videos, windows, feature_fn, *, argument="videos", batch_size=4, transform=None, max_videos=None, sharding=None
+):
     """One FeatureStats per window [(start, end)], streamed over uint8 video batches.
 
     transform: applied to each windowed batch before the features (e.g. VQ reconstruction).
@@ -138,10 +161,10 @@ def stream_stats(videos, windows, feature_fn, *, argument="videos", batch_size=4
     for batch in _batches(videos, batch_size):
         _check_batch(batch, argument)
         if max_videos is not None:
-            batch = batch[:max_videos - seen]
+            batch = batch[: max_videos - seen]
         for (lo, hi), s in zip(windows, stats):
             for start in range(0, len(batch), batch_size):
-                clip = select_window(batch[start:start + batch_size], hi - lo, start=lo)
+                clip = select_window(batch[start : start + batch_size], hi - lo, start=lo)
                 if transform is not None:
                     clip = np.asarray(transform(clip))
                     _check_batch(clip, "reference_fn's output")
@@ -169,22 +192,56 @@ def _feature_fn(protocol, variables, feature_fn):
     return i3d.make_feature_fn(variables, resolution=protocol.resolution), I3D_FEATURE
 
 
-def video_stats(protocol, videos, *, reference_fn=None, variables=None, feature_fn=None, batch_size=4,
-                max_videos=None, sharding=None, argument="videos", frames=None):
+def video_stats(
+    protocol,
+    videos,
+    *,
+    reference_fn=None,
+    variables=None,
+    feature_fn=None,
+    batch_size=4,
+    max_videos=None,
+    sharding=None,
+    argument="videos",
+    frames=None,
+):
     """FeatureStats of the first F frames (`frames`, default clip_frames(protocol)) of uint8 videos under a
     protocol (its resolution and I3D features); pass the result as `real_videos` to evaluate_fvd to reuse
     a reference set."""
     p = get_protocol(protocol)
     fn, _ = _feature_fn(p, variables, feature_fn)
     f = frames or clip_frames(p)
-    (stats,) = stream_stats(videos, [(0, f)], fn, argument=argument, batch_size=batch_size, transform=reference_fn,
-                            max_videos=max_videos, sharding=sharding)
+    (stats,) = stream_stats(
+        videos,
+        [(0, f)],
+        fn,
+        argument=argument,
+        batch_size=batch_size,
+        transform=reference_fn,
+        max_videos=max_videos,
+        sharding=sharding,
+    )
     return stats
 
 
-def evaluate_fvd(protocol, real_videos, fake_videos, *, reference_fn=None,
-                 real_is_reference=False, variables=None, feature_fn=None, use_ema=True, seeds=None,
-                 batch_size=4, max_videos=None, sharding=None, notes=None, decode_uint8=None, frames=None):
+def evaluate_fvd(
+    protocol,
+    real_videos,
+    fake_videos,
+    *,
+    reference_fn=None,
+    real_is_reference=False,
+    variables=None,
+    feature_fn=None,
+    use_ema=True,
+    seeds=None,
+    batch_size=4,
+    max_videos=None,
+    sharding=None,
+    notes=None,
+    decode_uint8=None,
+    frames=None,
+):
     """FVD of the first F frames of generated vs real videos under a named protocol; returns the result
     record (dict). For whole runs (generation, windows, baselines, groups) use eval/horizons.py.
 
@@ -201,15 +258,26 @@ def evaluate_fvd(protocol, real_videos, fake_videos, *, reference_fn=None,
     check_decode_rule(p, decode_uint8)
     precomputed = isinstance(real_videos, FeatureStats)
     if p.reconstructed_reference and reference_fn is None and not (real_is_reference or precomputed):
-        raise ValueError(f"protocol {p.name!r} compares with VQ reconstructions of the real clips: pass "
-                         "reference_fn (uint8 clips -> decode(encode(clips))) or real_is_reference=True")
+        raise ValueError(
+            f"protocol {p.name!r} compares with VQ reconstructions of the real clips: pass "
+            "reference_fn (uint8 clips -> decode(encode(clips))) or real_is_reference=True"
+        )
     if feature_fn is None and variables is None:
         variables = i3d.load_i3d_params()
     t0 = time.time()
-    kw = dict(variables=variables, feature_fn=feature_fn, batch_size=batch_size, max_videos=max_videos,
-              sharding=sharding, frames=frames)
-    real_stats = real_videos if precomputed else video_stats(p, real_videos, reference_fn=reference_fn,
-                                                            argument="real_videos", **kw)
+    kw = dict(
+        variables=variables,
+        feature_fn=feature_fn,
+        batch_size=batch_size,
+        max_videos=max_videos,
+        sharding=sharding,
+        frames=frames,
+    )
+    real_stats = (
+        real_videos
+        if precomputed
+        else video_stats(p, real_videos, reference_fn=reference_fn, argument="real_videos", **kw)
+    )
     fake_stats = video_stats(p, fake_videos, argument="fake_videos", **kw)
     if reference_fn is not None:
         reference = f"{p.reference}; built here with reference_fn={getattr(reference_fn, '__name__', 'callable')}"
@@ -217,9 +285,19 @@ def evaluate_fvd(protocol, real_videos, fake_videos, *, reference_fn=None,
         reference = f"{p.reference}; supplied ready-made by the caller"
     else:
         reference = p.reference
-    return make_record(p, real_stats, fake_stats, reference=reference, custom_features=feature_fn is not None,
-                       use_ema=use_ema, seeds=seeds, notes=notes, seconds=time.time() - t0, decode_uint8=decode_uint8,
-                       frames=frames)
+    return make_record(
+        p,
+        real_stats,
+        fake_stats,
+        reference=reference,
+        custom_features=feature_fn is not None,
+        use_ema=use_ema,
+        seeds=seeds,
+        notes=notes,
+        seconds=time.time() - t0,
+        decode_uint8=decode_uint8,
+        frames=frames,
+    )
 
 
 def check_decode_rule(protocol, decode_uint8):
@@ -228,12 +306,25 @@ def check_decode_rule(protocol, decode_uint8):
     if decode_uint8 not in (None, "round", "trunc"):
         raise ValueError(f"decode_uint8={decode_uint8!r}: expected 'round', 'trunc' or None")
     if p.decode_uint8 is not None and decode_uint8 is not None and decode_uint8 != p.decode_uint8:
-        raise ValueError(f"protocol {p.name!r} compares videos decoded with the {p.decode_uint8!r} uint8 rule, not "
-                         f"{decode_uint8!r}: set config.tokenizer.decode_uint8={p.decode_uint8}")
+        raise ValueError(
+            f"protocol {p.name!r} compares videos decoded with the {p.decode_uint8!r} uint8 rule, not "
+            f"{decode_uint8!r}: set config.tokenizer.decode_uint8={p.decode_uint8}"
+        )
 
 
-def describe(protocol, *, reference=None, custom_features=False, use_ema=True, seeds=None, notes=None,
-             seconds=None, decode_uint8=None, frames=None, actions=None):
+def describe(
+    protocol,
+    *,
+    reference=None,
+    custom_features=False,
+    use_ema=True,
+    seeds=None,
+    notes=None,
+    seconds=None,
+    decode_uint8=None,
+    frames=None,
+    actions=None,
+):
     """What a result under `protocol` measured and how (the fields of every result record), without scores.
 
     decode_uint8: the uint8 rule of the decoded videos ("round" | "trunc"), recorded as given (None =
@@ -267,9 +358,13 @@ def describe(protocol, *, reference=None, custom_features=False, use_ema=True, s
 def make_record(protocol, real_stats, fake_stats, **kw):
     """The FVD result record (dict) of two FeatureStats under a protocol: describe(protocol, **kw) plus
     fvd, kvd and the video counts."""
-    return {"fvd": frechet_distance(real_stats.mean, real_stats.cov, fake_stats.mean, fake_stats.cov),
-            "kvd": stats_kernel_distance(real_stats, fake_stats),  # unbiased at any N (eval/fvd.py)
-            "num_real": real_stats.count, "num_fake": fake_stats.count, **describe(protocol, **kw)}
+    return {
+        "fvd": frechet_distance(real_stats.mean, real_stats.cov, fake_stats.mean, fake_stats.cov),
+        "kvd": stats_kernel_distance(real_stats, fake_stats),  # unbiased at any N (eval/fvd.py)
+        "num_real": real_stats.count,
+        "num_fake": fake_stats.count,
+        **describe(protocol, **kw),
+    }
 
 
 def _jsonable(x):

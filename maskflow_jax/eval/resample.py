@@ -12,6 +12,7 @@ features: with N ≪ D, FVD favours sets with little spread (eval/fvd.py). Write
 to `<workdir>/samples/eval_resample.json`.
 Shapes: N videos, D feature size (400 for I3D).
 """
+
 import argparse
 import json
 import os
@@ -51,8 +52,9 @@ def load_features(path):
     for key, x in arrays.items():
         method, _, horizon = key.rpartition("|")
         if not method or not horizon.isdigit() or x.ndim != 2:
-            raise ValueError(f"{path}: entry {key!r} of shape {x.shape} is not '<method>|<horizon>' features "
-                             f"(N, D): {rebuild}")
+            raise ValueError(
+                f"{path}: entry {key!r} of shape {x.shape} is not '<method>|<horizon>' features (N, D): {rebuild}"
+            )
         out[(method, int(horizon))] = x.astype(np.float64)
     if not any(method == REFERENCE for method, _ in out):
         raise ValueError(f"{path} holds no {REFERENCE!r} (real-clip) features: {rebuild}")
@@ -85,26 +87,40 @@ def summarize(features, *, size=10, count=100, seed=0):
         for (method, hh), x in features.items():
             if hh != h or method == REFERENCE:
                 continue
-            row = {"horizon": h, "method": method, "num_videos": len(x),
-                   "trace_cov": float(np.trace(np.cov(x, rowvar=False))),
-                   **{name: fn(real, x) for name, fn in METRICS.items()}}
+            row = {
+                "horizon": h,
+                "method": method,
+                "num_videos": len(x),
+                "trace_cov": float(np.trace(np.cov(x, rowvar=False))),
+                **{name: fn(real, x) for name, fn in METRICS.items()},
+            }
             if model is not None and method != MODEL:
                 for name, fn in METRICS.items():
-                    row[f"{MODEL} below, {name} %"] = 100 * subset_win_rate(real, model, x, size=size, count=count,
-                                                                           seed=seed, metric=fn)
+                    row[f"{MODEL} below, {name} %"] = 100 * subset_win_rate(
+                        real, model, x, size=size, count=count, seed=seed, metric=fn
+                    )
             rows.append(row)
     return rows
 
 
 def format_rows(rows, size, count):
-    head = (f"| horizon | method | FVD | KVD | Tr(Σ) | {MODEL} below it, FVD | {MODEL} below it, KVD |\n"
-            "|---|---|---|---|---|---|---|")
-    lines = [f"Full sets ({rows[0]['num_videos']} videos) and the share of {count} random {size}-video subsets "
-             f"in which {MODEL} scores below each method:", "", head]
+    head = (
+        f"| horizon | method | FVD | KVD | Tr(Σ) | {MODEL} below it, FVD | {MODEL} below it, KVD |\n"
+        "|---|---|---|---|---|---|---|"
+    )
+    lines = [
+        f"Full sets ({rows[0]['num_videos']} videos) and the share of {count} random {size}-video subsets "
+        f"in which {MODEL} scores below each method:",
+        "",
+        head,
+    ]
     for r in rows:
         wins = [r.get(f"{MODEL} below, {m} %") for m in METRICS]
-        lines.append(f"| {r['horizon']} | {r['method']} | {r['FVD']:.1f} | {r['KVD']:.1f} | {r['trace_cov']:.0f} | "
-                     + " | ".join("" if w is None else f"{w:.0f}%" for w in wins) + " |")
+        lines.append(
+            f"| {r['horizon']} | {r['method']} | {r['FVD']:.1f} | {r['KVD']:.1f} | {r['trace_cov']:.0f} | "
+            + " | ".join("" if w is None else f"{w:.0f}%" for w in wins)
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -116,8 +132,9 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     samples = os.path.join(args.workdir, "samples")
-    rows = summarize(load_features(os.path.join(samples, FEATURES_FILE)), size=args.size, count=args.count,
-                     seed=args.seed)
+    rows = summarize(
+        load_features(os.path.join(samples, FEATURES_FILE)), size=args.size, count=args.count, seed=args.seed
+    )
     print(format_rows(rows, args.size, args.count))
     out = os.path.join(samples, "eval_resample.json")
     with open(out, "w", encoding="utf-8") as f:

@@ -4,6 +4,7 @@ Each frame f of clip b has its own t_{b,f}; every token of that frame is replace
 probability 1 - kappa(t_{b,f}). This is the release's dense V-way mixture drawn in closed form
 (identical in distribution), so memory is O(B F H W) rather than O(B F H W V).
 """
+
 import jax
 import jax.numpy as jnp
 
@@ -30,7 +31,9 @@ def sample_times(rng, batch, frames, mode="random_all", eps=1e-3, dynamic_prob=0
     prefix_iid:    as prefix_shared, but the frames after the prefix draw i.i.d. t ~ U[eps, 1).
     """
     if mode not in NOISE_LEVELS:
-        raise ValueError(f"noise level {mode!r} is unknown; expected one of {list(NOISE_LEVELS)} (config.flow.noise_level)")
+        raise ValueError(
+            f"noise level {mode!r} is unknown; expected one of {list(NOISE_LEVELS)} (config.flow.noise_level)"
+        )
     k_all, k_clip, k_coin = jax.random.split(rng, 3)  # as before the prefix modes: same draws
     per_frame = (1 - eps) * jax.random.uniform(k_all, (batch, frames)) + eps
     if mode == "random_all":
@@ -42,8 +45,9 @@ def sample_times(rng, batch, frames, mode="random_all", eps=1e-3, dynamic_prob=0
         shared = jnp.broadcast_to(0.5 + 0.5 * u, (batch, frames))
         return jnp.where(jax.random.uniform(k_coin) < dynamic_prob, per_frame, shared)
     if frames < 2:
-        raise ValueError(f"flow.noise_level={mode!r} needs clips of >= 2 frames (a prefix and a frame after it); "
-                         f"got {frames}")
+        raise ValueError(
+            f"flow.noise_level={mode!r} needs clips of >= 2 frames (a prefix and a frame after it); got {frames}"
+        )
     if not 0.0 <= prefix_prob <= 1.0:
         raise ValueError(f"flow.prefix_prob={prefix_prob} must be in [0, 1]")
     has_prefix = jax.random.uniform(k_coin, (batch, 1)) < prefix_prob

@@ -4,6 +4,7 @@ Two forms of the same loss: `masked_cross_entropy` on the full (B, F, H, W, V) l
 `masked_head_cross_entropy` (config.model.masked_head), which evaluates the output head only at
 the masked positions, a static chunk at a time, so the full logits are never materialised.
 """
+
 import functools
 import math
 
@@ -86,8 +87,9 @@ def to_patch_layout(x, patch):
     return x.reshape(b, p * p, f * (h // p) * (w // p), *x.shape[6:])
 
 
-def masked_head_cross_entropy(feats, kernel, bias, targets, mask, weights, *, patch, vocab_size, chunk,
-                              dtype=jnp.float32):
+def masked_head_cross_entropy(
+    feats, kernel, bias, targets, mask, weights, *, patch, vocab_size, chunk, dtype=jnp.float32
+):
     """`masked_cross_entropy` (mask_ce=True) of the output head's logits, with the head evaluated only at
     masked positions: the same loss, gradients and metrics, and the (B, F, H, W, V) logits never exist.
 
@@ -115,9 +117,18 @@ def masked_head_cross_entropy(feats, kernel, bias, targets, mask, weights, *, pa
     order = jnp.argsort(~mask_p, axis=-1, stable=True).astype(jnp.int32)  # masked positions first
     positions = order.shape[-1]
     order = jnp.pad(order, ((0, 0), (0, 0), (0, -positions % chunk)))  # whole chunks (dynamic_slice clamps)
-    loss, correct = _fused_head_ce(feats.reshape(b, f * n, d), kernel.reshape(d, s, v_pad), bias.reshape(s, v_pad),
-                                   order, counts, to_patch_layout(targets, patch).astype(jnp.int32), coef,
-                                   int(chunk), int(vocab_size), jnp.dtype(dtype))
+    loss, correct = _fused_head_ce(
+        feats.reshape(b, f * n, d),
+        kernel.reshape(d, s, v_pad),
+        bias.reshape(s, v_pad),
+        order,
+        counts,
+        to_patch_layout(targets, patch).astype(jnp.int32),
+        coef,
+        int(chunk),
+        int(vocab_size),
+        jnp.dtype(dtype),
+    )
     return loss, {"accuracy": correct / jnp.maximum(count, 1.0), "masked_fraction": jnp.mean(maskf)}
 
 
@@ -158,8 +169,11 @@ def _head_ce_loop(feats, kernel, bias, order, counts, targets, coef, chunk, voca
     zero = jnp.zeros((), jnp.float32)
     acc = (zero, zero)
     if with_grads:
-        acc += (jnp.zeros(feats.shape, jnp.float32), jnp.zeros(kernel.shape, jnp.float32),
-                jnp.zeros(bias.shape, jnp.float32))
+        acc += (
+            jnp.zeros(feats.shape, jnp.float32),
+            jnp.zeros(kernel.shape, jnp.float32),
+            jnp.zeros(bias.shape, jnp.float32),
+        )
     _, acc = jax.lax.while_loop(lambda carry: carry[0] < n_chunks, body, (jnp.zeros((), n_chunks.dtype), acc))
     return acc
 
@@ -170,8 +184,9 @@ def _fused_head_ce(feats, kernel, bias, order, counts, targets, coef, chunk, voc
 
 
 def _fused_head_ce_fwd(feats, kernel, bias, order, counts, targets, coef, chunk, vocab_size, dtype):
-    loss, correct, d_feats, d_kernel, d_bias = _head_ce_loop(feats, kernel, bias, order, counts, targets, coef,
-                                                             chunk, vocab_size, dtype, True)
+    loss, correct, d_feats, d_kernel, d_bias = _head_ce_loop(
+        feats, kernel, bias, order, counts, targets, coef, chunk, vocab_size, dtype, True
+    )
     return (loss, correct), (d_feats.astype(feats.dtype), d_kernel.astype(kernel.dtype), d_bias.astype(bias.dtype))
 
 

@@ -3,6 +3,7 @@
 Pure jnp functions; t may have any shape. The sigmoid schedule is clamped to [1e-5, 1] (its
 derivative is not clamped), as in the release.
 """
+
 import math
 
 import jax

@@ -13,6 +13,7 @@ activations run in the compute dtype (bfloat16 on accelerators with "auto"), the
 and layer norms in float32, and the output head accumulates and returns float32 logits, so the
 log-softmax and the loss are float32 (flow/losses.py).
 """
+
 import dataclasses
 
 import flax.linen as nn
@@ -20,8 +21,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from maskflow_jax.models.layers import (AdaLNBlock, TimestepEmbedder, layer_norm, modulate, part, resolve_attention,
-                                        sincos_1d, sincos_2d, xavier, zeros)
+from maskflow_jax.models.layers import (
+    AdaLNBlock,
+    TimestepEmbedder,
+    layer_norm,
+    modulate,
+    part,
+    resolve_attention,
+    sincos_1d,
+    sincos_2d,
+    xavier,
+    zeros,
+)
 from maskflow_jax.parallel import axes as ax
 
 # name -> (depth in blocks, hidden D, heads); patch 2 for all (docs/method.md §5.6).
@@ -73,8 +84,9 @@ class BlockPair(nn.Module):
         block = AdaLNBlock
         if self.remat:
             if self.remat_policy not in REMAT_POLICIES:
-                raise ValueError(f"config.model.remat_policy={self.remat_policy!r}: expected one of "
-                                 f"{sorted(REMAT_POLICIES)}")
+                raise ValueError(
+                    f"config.model.remat_policy={self.remat_policy!r}: expected one of {sorted(REMAT_POLICIES)}"
+                )
             name = REMAT_POLICIES[self.remat_policy]
             block = nn.remat(AdaLNBlock, policy=getattr(jax.checkpoint_policies, name) if name else None)
         x = block(self.heads, self.mlp_ratio, self.dtype, self.attention, name="spatial")(x, c_spatial)
@@ -165,12 +177,27 @@ class Latte(nn.Module):
             raise ValueError(f"t has shape {t.shape}; expected (B, F) = {(b, f)}")
 
         v_pad = -(-self.vocab_size // VOCAB_PAD) * VOCAB_PAD
-        emb = nn.Embed(v_pad, d // 2, embedding_init=part(nn.initializers.normal(1.0), ax.VOCAB, ax.EMBED),
-                       param_dtype=self.param_dtype, name="token_embed")(tokens).astype(self.dtype)
+        emb = nn.Embed(
+            v_pad,
+            d // 2,
+            embedding_init=part(nn.initializers.normal(1.0), ax.VOCAB, ax.EMBED),
+            param_dtype=self.param_dtype,
+            name="token_embed",
+        )(tokens).astype(self.dtype)
         # Patchify: a p x p stride-p conv written as a Dense over flattened patches (same xavier fans).
-        x = emb.reshape(b, f, gh, p, gw, p, d // 2).transpose(0, 1, 2, 4, 3, 5, 6).reshape(b, f, gh * gw, p * p * d // 2)
-        x = nn.Dense(d, dtype=self.dtype, param_dtype=self.param_dtype, name="patch_embed",
-                     kernel_init=part(xavier, ax.PATCH, ax.EMBED), bias_init=part(zeros, ax.EMBED))(x)
+        x = (
+            emb.reshape(b, f, gh, p, gw, p, d // 2)
+            .transpose(0, 1, 2, 4, 3, 5, 6)
+            .reshape(b, f, gh * gw, p * p * d // 2)
+        )
+        x = nn.Dense(
+            d,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="patch_embed",
+            kernel_init=part(xavier, ax.PATCH, ax.EMBED),
+            bias_init=part(zeros, ax.EMBED),
+        )(x)
         x = x.astype(jnp.float32) + jnp.asarray(sincos_2d(d, gh, gw))  # the float32 residual stream
         x = nn.with_logical_constraint(x, (ax.BATCH, ax.FRAMES, ax.SEQ, ax.EMBED))
 
@@ -178,16 +205,23 @@ class Latte(nn.Module):
         c = TimestepEmbedder(d, dtype=self.dtype, name="t_embed")(t_in)  # (B, F, D)
         if self.num_actions > 0:
             if actions is None or actions.shape != (b, f):
-                raise ValueError(f"an action-conditioned denoiser (config.model.action_cond) needs actions (B, F) = "
-                                 f"{(b, f)}; got {None if actions is None else actions.shape}")
+                raise ValueError(
+                    f"an action-conditioned denoiser (config.model.action_cond) needs actions (B, F) = "
+                    f"{(b, f)}; got {None if actions is None else actions.shape}"
+                )
             if self.action_align not in ACTION_ALIGNS:
                 raise ValueError(f"config.model.action_align={self.action_align!r}: expected one of {ACTION_ALIGNS}")
             table = self.num_actions
             if self.action_align == "cause":  # frame f <- actions[f - 1]; frame 0 <- NO_ACTION = num_actions
                 actions = jnp.concatenate([jnp.full((b, 1), self.num_actions, actions.dtype), actions[:, :-1]], 1)
                 table += 1
-            c = c + nn.Embed(table, d, embedding_init=part(nn.initializers.normal(0.02), ax.VOCAB, ax.EMBED),
-                             param_dtype=self.param_dtype, name="action_embed")(actions).astype(self.dtype)
+            c = c + nn.Embed(
+                table,
+                d,
+                embedding_init=part(nn.initializers.normal(0.02), ax.VOCAB, ax.EMBED),
+                param_dtype=self.param_dtype,
+                name="action_embed",
+            )(actions).astype(self.dtype)
         c = nn.with_logical_constraint(c, (ax.BATCH, ax.FRAMES, ax.EMBED))
         c_spatial = c[:, :, None, :]  # (B, F, 1, D): one vector per frame, broadcast over patches
         c_temporal = c[:, None, :, :]  # (B, 1, F, D): per-frame modulation inside temporal attention
@@ -195,19 +229,35 @@ class Latte(nn.Module):
 
         pairs = self.depth // 2
         first = (jnp.arange(pairs) == 0).astype(jnp.float32)  # the temporal embedding enters pair 0 only
-        pair_kw = dict(heads=self.heads, mlp_ratio=self.mlp_ratio, dtype=self.dtype, remat=self.remat,
-                       remat_policy=self.remat_policy, attention=self.attention)
+        pair_kw = dict(
+            heads=self.heads,
+            mlp_ratio=self.mlp_ratio,
+            dtype=self.dtype,
+            remat=self.remat,
+            remat_policy=self.remat_policy,
+            attention=self.attention,
+        )
         if self.scan:  # one compiled pair, parameters stacked over a leading "layers" axis
-            scanned = nn.scan(BlockPair, variable_axes={"params": 0}, split_rngs={"params": True},
-                              in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=pairs,
-                              metadata_params={nn.PARTITION_NAME: ax.LAYERS})
+            scanned = nn.scan(
+                BlockPair,
+                variable_axes={"params": 0},
+                split_rngs={"params": True},
+                in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
+                length=pairs,
+                metadata_params={nn.PARTITION_NAME: ax.LAYERS},
+            )
             x, _ = scanned(**pair_kw, name="pairs")(x, first, c_spatial, c_temporal, temp_embed)
         else:
             for i in range(pairs):
                 x, _ = BlockPair(**pair_kw, name=f"pair_{i}")(x, first[i], c_spatial, c_temporal, temp_embed)
 
-        mod = nn.Dense(2 * d, dtype=self.dtype, kernel_init=part(zeros, ax.EMBED, ax.MLP),
-                       bias_init=part(zeros, ax.MLP), name="final_adaLN")(nn.silu(c_spatial))
+        mod = nn.Dense(
+            2 * d,
+            dtype=self.dtype,
+            kernel_init=part(zeros, ax.EMBED, ax.MLP),
+            bias_init=part(zeros, ax.MLP),
+            name="final_adaLN",
+        )(nn.silu(c_spatial))
         shift, scale = jnp.split(mod, 2, axis=-1)
         x = modulate(layer_norm(x).astype(self.dtype), shift, scale)
         if features_only:
@@ -257,10 +307,21 @@ def make_denoiser(model_cfg, vocab_size, frames=None, grid=None):
         raise ValueError(f"token grid {grid} is not divisible by config.model.patch={model_cfg.patch}")
     dtype = resolve_dtype(model_cfg.dtype)
     attention = resolve_attention(model_cfg.get("attention", "auto"), dtype, spec.hidden // spec.heads)
-    return Latte(vocab_size=vocab_size, hidden=spec.hidden, depth=spec.depth, heads=spec.heads,
-                 patch=model_cfg.patch, mlp_ratio=model_cfg.mlp_ratio, time_cond=bool(model_cfg.time_cond),
-                 num_actions=model_cfg.num_actions if model_cfg.action_cond else 0,
-                 dtype=dtype, param_dtype=DTYPES[model_cfg.param_dtype], attention=attention,
-                 remat=bool(model_cfg.remat), remat_policy=model_cfg.get("remat_policy", "nothing"),
-                 scan=bool(model_cfg.get("scan_blocks", False)), head_init_std=float(model_cfg.get("head_init_std", 0.0)),
-                 action_align=model_cfg.get("action_align", "after"))
+    return Latte(
+        vocab_size=vocab_size,
+        hidden=spec.hidden,
+        depth=spec.depth,
+        heads=spec.heads,
+        patch=model_cfg.patch,
+        mlp_ratio=model_cfg.mlp_ratio,
+        time_cond=bool(model_cfg.time_cond),
+        num_actions=model_cfg.num_actions if model_cfg.action_cond else 0,
+        dtype=dtype,
+        param_dtype=DTYPES[model_cfg.param_dtype],
+        attention=attention,
+        remat=bool(model_cfg.remat),
+        remat_policy=model_cfg.get("remat_policy", "nothing"),
+        scan=bool(model_cfg.get("scan_blocks", False)),
+        head_init_std=float(model_cfg.get("head_init_std", 0.0)),
+        action_align=model_cfg.get("action_align", "after"),
+    )

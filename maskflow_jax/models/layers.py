@@ -9,6 +9,7 @@ Mixed precision (`config.model.dtype=bfloat16`): the residual stream x stays flo
 feeds attention and the MLP a layer-normed copy in the compute dtype and adds their outputs back
 in float32, so the sum over 2 x depth blocks is not rounded to bf16 at every block.
 """
+
 import math
 
 import flax.linen as nn
@@ -59,11 +60,21 @@ class TimestepEmbedder(nn.Module):
     def __call__(self, t):
         init = nn.initializers.normal(0.02)
         x = timestep_features(t, self.freq_dim)
-        x = nn.Dense(self.hidden, dtype=self.dtype, kernel_init=part(init, ax.FREQ, ax.EMBED),
-                     bias_init=part(zeros, ax.EMBED), name="mlp_in")(x)
+        x = nn.Dense(
+            self.hidden,
+            dtype=self.dtype,
+            kernel_init=part(init, ax.FREQ, ax.EMBED),
+            bias_init=part(zeros, ax.EMBED),
+            name="mlp_in",
+        )(x)
         x = nn.silu(x)
-        return nn.Dense(self.hidden, dtype=self.dtype, kernel_init=part(init, ax.EMBED, ax.MLP),
-                        bias_init=part(zeros, ax.MLP), name="mlp_out")(x)
+        return nn.Dense(
+            self.hidden,
+            dtype=self.dtype,
+            kernel_init=part(init, ax.EMBED, ax.MLP),
+            bias_init=part(zeros, ax.MLP),
+            name="mlp_out",
+        )(x)
 
 
 def layer_norm(x, eps=1e-6):
@@ -161,15 +172,27 @@ class Attention(nn.Module):
         dh = d // self.heads
 
         def proj(name):
-            return nn.Einsum((d, self.heads, dh), "mld,dhk->mlhk", dtype=self.dtype, name=name,
-                             kernel_init=part(xavier_heads, ax.EMBED, ax.HEADS, ax.KV),
-                             bias_init=part(zeros, ax.HEADS, ax.KV))(x)
+            return nn.Einsum(
+                (d, self.heads, dh),
+                "mld,dhk->mlhk",
+                dtype=self.dtype,
+                name=name,
+                kernel_init=part(xavier_heads, ax.EMBED, ax.HEADS, ax.KV),
+                bias_init=part(zeros, ax.HEADS, ax.KV),
+            )(x)
 
-        q, k, v = (nn.with_logical_constraint(proj(n), (ax.BATCH, None, ax.HEADS, ax.KV)) for n in ("query", "key", "value"))
+        q, k, v = (
+            nn.with_logical_constraint(proj(n), (ax.BATCH, None, ax.HEADS, ax.KV)) for n in ("query", "key", "value")
+        )
         out = attention(q, k, v, self.impl)  # (M, L, heads, dh); scale dh^-1/2
-        out = nn.Einsum((self.heads, dh, d), "mlhk,hkd->mld", dtype=self.dtype, name="out",
-                        kernel_init=part(xavier_heads_out, ax.HEADS, ax.KV, ax.EMBED),
-                        bias_init=part(zeros, ax.EMBED))(out)
+        out = nn.Einsum(
+            (self.heads, dh, d),
+            "mlhk,hkd->mld",
+            dtype=self.dtype,
+            name="out",
+            kernel_init=part(xavier_heads_out, ax.HEADS, ax.KV, ax.EMBED),
+            bias_init=part(zeros, ax.EMBED),
+        )(out)
         return out.reshape(*lead, seq, d)
 
 
@@ -202,12 +225,16 @@ def cudnn_problem(dtype, head_dim, backend=None, head_dim_max=None):
     or float16 inputs, a head dim that is a multiple of 8 and <= 128 (256 on Hopper), a CUDA GPU.
     """
     if jnp.dtype(dtype) not in [jnp.dtype(d) for d in CUDNN_DTYPES]:
-        return (f"cuDNN flash attention takes bfloat16 or float16 inputs, and config.model.dtype resolves to "
-                f"{jnp.dtype(dtype).name}")
+        return (
+            f"cuDNN flash attention takes bfloat16 or float16 inputs, and config.model.dtype resolves to "
+            f"{jnp.dtype(dtype).name}"
+        )
     limit = head_dim_max or cudnn_head_dim_max()
     if head_dim % 8 or head_dim > limit:
-        return (f"cuDNN flash attention needs a head dim (config.model.hidden / config.model.heads) that is a "
-                f"multiple of 8 and <= {limit}; got {head_dim}")
+        return (
+            f"cuDNN flash attention needs a head dim (config.model.hidden / config.model.heads) that is a "
+            f"multiple of 8 and <= {limit}; got {head_dim}"
+        )
     backend = backend or jax.default_backend()
     if backend != "gpu" or not _is_cuda():
         return f"cuDNN needs an NVIDIA GPU, and the JAX backend here is {backend!r}"
@@ -232,8 +259,10 @@ def resolve_attention(choice, dtype, head_dim, backend=None):
     if choice == "cudnn":
         problem = cudnn_problem(dtype, head_dim, backend)
         if problem is not None:
-            raise ValueError(f"config.model.attention='cudnn' cannot run: {problem}. Use "
-                             "--config.model.attention=auto (cuDNN where it can run) or xla")
+            raise ValueError(
+                f"config.model.attention='cudnn' cannot run: {problem}. Use "
+                "--config.model.attention=auto (cuDNN where it can run) or xla"
+            )
     return choice
 
 
@@ -277,11 +306,17 @@ class Mlp(nn.Module):
     @nn.compact
     def __call__(self, x):
         d = x.shape[-1]
-        h = nn.Dense(int(d * self.ratio), dtype=self.dtype, kernel_init=part(xavier, ax.EMBED, ax.MLP),
-                     bias_init=part(zeros, ax.MLP), name="fc1")(x)
+        h = nn.Dense(
+            int(d * self.ratio),
+            dtype=self.dtype,
+            kernel_init=part(xavier, ax.EMBED, ax.MLP),
+            bias_init=part(zeros, ax.MLP),
+            name="fc1",
+        )(x)
         h = nn.gelu(h, approximate=True)
-        return nn.Dense(d, dtype=self.dtype, kernel_init=part(xavier, ax.MLP, ax.EMBED),
-                        bias_init=part(zeros, ax.EMBED), name="fc2")(h)
+        return nn.Dense(
+            d, dtype=self.dtype, kernel_init=part(xavier, ax.MLP, ax.EMBED), bias_init=part(zeros, ax.EMBED), name="fc2"
+        )(h)
 
 
 class AdaLNBlock(nn.Module):
@@ -300,14 +335,27 @@ class AdaLNBlock(nn.Module):
     @nn.compact
     def __call__(self, x, c):
         d = x.shape[-1]
-        mod = nn.Dense(6 * d, dtype=self.dtype, kernel_init=part(zeros, ax.EMBED, ax.MLP),
-                       bias_init=part(zeros, ax.MLP), name="adaLN")(nn.silu(c))
+        mod = nn.Dense(
+            6 * d,
+            dtype=self.dtype,
+            kernel_init=part(zeros, ax.EMBED, ax.MLP),
+            bias_init=part(zeros, ax.MLP),
+            name="adaLN",
+        )(nn.silu(c))
         mod = nn.with_logical_constraint(mod, (ax.BATCH,) + (None,) * (mod.ndim - 2) + (ax.MLP,))
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = jnp.split(mod, 6, axis=-1)
         x = fusion_barrier(x)  # x: the residual stream, float32 whatever the compute dtype
-        x = x + bcast_mul(Attention(self.heads, dtype=self.dtype, impl=self.attention, name="attn")(
-            modulate(layer_norm(x).astype(self.dtype), shift_msa, scale_msa)), gate_msa)
+        x = x + bcast_mul(
+            Attention(self.heads, dtype=self.dtype, impl=self.attention, name="attn")(
+                modulate(layer_norm(x).astype(self.dtype), shift_msa, scale_msa)
+            ),
+            gate_msa,
+        )
         x = fusion_barrier(x)
-        x = x + bcast_mul(Mlp(self.mlp_ratio, dtype=self.dtype, name="mlp")(
-            modulate(layer_norm(x).astype(self.dtype), shift_mlp, scale_mlp)), gate_mlp)
+        x = x + bcast_mul(
+            Mlp(self.mlp_ratio, dtype=self.dtype, name="mlp")(
+                modulate(layer_norm(x).astype(self.dtype), shift_mlp, scale_mlp)
+            ),
+            gate_mlp,
+        )
         return x

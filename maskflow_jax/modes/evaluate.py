@@ -6,6 +6,7 @@ sampler settings are config overrides. Writes `<workdir>/eval/<protocol>.json` (
 what was measured), `<workdir>/eval/<protocol>.md` (the table as in REPORT.md) and
 `<workdir>/eval/<protocol>_fvd.png`, and prints the table.
 """
+
 import os
 
 from maskflow_jax import report
@@ -29,4 +30,3 @@ def run(cfg, workdir, *, feature_fn=None, loaded_run=None):
     print("\n".join(lines[1:2] + lines[table:]))
     print(f"results: {path}", flush=True)
     return res
-

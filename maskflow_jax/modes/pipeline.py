@@ -6,6 +6,7 @@ next-frame check, eval/prediction.py) -> `<workdir>/REPORT.md`. A killed run res
 command continues at the first unfinished stage (maskflow_jax/stages.py). `--mode=eval` on the
 finished run reproduces the report's FVD table.
 """
+
 import json
 import os
 
@@ -31,32 +32,45 @@ def evaluate_run(cfg, workdir, *, feature_fn=None):
     video = res["example"]
     inference.save_frame_grid(os.path.join(samples, "strip.png"), video, every=max(1, length // 16), columns=16)
     for h in sorted({r["horizon"] for r in res["rows"]}):
-        inference.save_gif(os.path.join(samples, f"horizon_{h}.gif"), video[:min(h, length)])
+        inference.save_gif(os.path.join(samples, f"horizon_{h}.gif"), video[: min(h, length)])
     f = cfg.data.frames
     toks, _, actions = heldout.load(cfg, workdir, res["record"]["num_videos"], res["record"]["real_length"])
-    full, _ = run.generate(jax.random.key(0), context=0, num_frames=f, batch_size=2,  # one window, no context
-                           actions=None if actions is None else actions[:2, :f])
+    full, _ = run.generate(
+        jax.random.key(0),
+        context=0,
+        num_frames=f,
+        batch_size=2,  # one window, no context
+        actions=None if actions is None else actions[:2, :f],
+    )
     inference.save_gif(os.path.join(samples, "full_sequence.gif"), full[0])
     if res["features"] is not None:  # for eval/resample.py
         resample.save_features(os.path.join(samples, resample.FEATURES_FILE), res["features"])
     else:  # FeatureStats drops raw features past fvd.MAX_KEPT videos
-        logging.warning("more than %d eval videos: raw I3D features not kept, %s not written",
-                        fvd.MAX_KEPT, resample.FEATURES_FILE)
+        logging.warning(
+            "more than %d eval videos: raw I3D features not kept, %s not written", fvd.MAX_KEPT, resample.FEATURES_FILE
+        )
     plot.fvd_by_horizon(os.path.join(samples, "fvd_by_horizon.png"), res)
     checks = prediction.check_run(cfg, run, toks, actions)
     model = {r["horizon"]: r["fvd"] for r in res["rows"] if r["method"] == protocols.MODEL}
     main = [c for c in checks if c["time_input"] == cfg.sampling.time_input and not c["visible_future"]]
-    return {**horizons.to_json(res), "prediction": checks,
-            "summary": "MaskFlow FVD by horizon " + ", ".join(f"{h}: {v:.0f}" for h, v in model.items())
-                       + "; next-frame accuracy " + ", ".join(f"m={c['context']}: {c['accuracy']:.3f} (copy "
-                                                              f"{c['copy_accuracy']:.3f}, changed tokens "
-                                                              f"{c['changed_accuracy']:.3f})" for c in main)}
+    return {
+        **horizons.to_json(res),
+        "prediction": checks,
+        "summary": "MaskFlow FVD by horizon "
+        + ", ".join(f"{h}: {v:.0f}" for h, v in model.items())
+        + "; next-frame accuracy "
+        + ", ".join(
+            f"m={c['context']}: {c['accuracy']:.3f} (copy "
+            f"{c['copy_accuracy']:.3f}, changed tokens "
+            f"{c['changed_accuracy']:.3f})"
+            for c in main
+        ),
+    }
 
 
 def write_report(cfg, workdir, results):
     """`<workdir>/REPORT.md` from the stage results; returns its path."""
-    lines = ["# MaskFlow run report", "", f"Workdir: `{workdir}`", "",
-             "| stage | seconds | summary |", "|---|---|---|"]
+    lines = ["# MaskFlow run report", "", f"Workdir: `{workdir}`", "", "| stage | seconds | summary |", "|---|---|---|"]
     for name, res in results.items():
         lines.append(f"| {name} | {res.get('seconds', 0):.0f} | {res.get('summary', '')} |")
     ev = results.get("eval", {})
@@ -67,14 +81,29 @@ def write_report(cfg, workdir, results):
     if ev.get("rows"):
         horizons_ = sorted({r["horizon"] for r in ev["rows"]})
         length = ev["record"]["length"]
-        lines += ["", "![FVD by horizon](samples/fvd_by_horizon.png)", "",
-                  f"One generated video, every {max(1, length // 16)}-th frame of {length} "
-                  "(the first frames are the real context):", "", "![frame strip](samples/strip.png)", "",
-                  "GIFs: " + ", ".join(f"[{h} frames](samples/horizon_{h}.gif)" for h in horizons_)
-                  + ", [one full-sequence window without context](samples/full_sequence.gif)."]
-    lines += ["", "Samples of `--mode=sample`: `samples/sample_*.gif`, `samples/grid.png`.", "",
-              "Config:", "", "```", cfg.to_json_best_effort(indent=1) if hasattr(cfg, "to_json_best_effort")
-              else str(cfg), "```"]
+        lines += [
+            "",
+            "![FVD by horizon](samples/fvd_by_horizon.png)",
+            "",
+            f"One generated video, every {max(1, length // 16)}-th frame of {length} "
+            "(the first frames are the real context):",
+            "",
+            "![frame strip](samples/strip.png)",
+            "",
+            "GIFs: "
+            + ", ".join(f"[{h} frames](samples/horizon_{h}.gif)" for h in horizons_)
+            + ", [one full-sequence window without context](samples/full_sequence.gif).",
+        ]
+    lines += [
+        "",
+        "Samples of `--mode=sample`: `samples/sample_*.gif`, `samples/grid.png`.",
+        "",
+        "Config:",
+        "",
+        "```",
+        cfg.to_json_best_effort(indent=1) if hasattr(cfg, "to_json_best_effort") else str(cfg),
+        "```",
+    ]
     path = os.path.join(workdir, "REPORT.md")
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
@@ -97,8 +126,10 @@ def run(cfg, workdir):
         state = train_denoiser(cfg, workdir)
         lines = open(os.path.join(workdir, "train_metrics.jsonl"), encoding="utf-8").read().splitlines()
         last = json.loads(lines[-1]) if lines else {}
-        return {"summary": f"{int(state.step)} steps, final loss {last.get('loss', float('nan')):.3f}, "
-                           f"masked accuracy {last.get('accuracy', float('nan')):.3f}"}
+        return {
+            "summary": f"{int(state.step)} steps, final loss {last.get('loss', float('nan')):.3f}, "
+            f"masked accuracy {last.get('accuracy', float('nan')):.3f}"
+        }
 
     results["data"] = stages.run_stage(workdir, "data", data)
     results["tokenizer"] = stages.run_stage(workdir, "tokenizer", lambda: train_tokenizer(cfg, workdir))

@@ -2,6 +2,7 @@
 
 Writes `<workdir>/samples/sample_*.gif`, `grid.png` and `info.json`, and prints one summary line.
 """
+
 from maskflow_jax import inference
 
 

@@ -3,6 +3,7 @@
 The tokenizer is the one trained in `<workdir>/tokenizer/` or imported via `tokenizer.init_from`; the
 pixel splits are prepared first if needed. Resumable per part of 16 videos.
 """
+
 from maskflow_jax.data import tokens
 from maskflow_jax.tokenizer.train import load_tokenizer
 

@@ -3,6 +3,7 @@
 Writes `<workdir>/checkpoints/` (state, EMA, optimizer, data position), `train_metrics.jsonl` and
 TensorBoard events.
 """
+
 from maskflow_jax.train.loop import train_denoiser
 
 

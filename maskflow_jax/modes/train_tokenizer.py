@@ -2,6 +2,7 @@
 
 Writes `<workdir>/tokenizer/`: checkpoints (resumable), metrics, reconstruction PNGs, summary.json.
 """
+
 from maskflow_jax.tokenizer.train import train_tokenizer
 
 

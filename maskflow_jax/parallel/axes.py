@@ -4,6 +4,7 @@ Modules annotate parameters (`nn.with_logical_partitioning`) and activations
 (`nn.with_logical_constraint`) with these names only; which mesh axis each maps to is config
 (`config.mesh.rules`), so the same model runs data-parallel, FSDP or tensor-parallel.
 """
+
 # Activations
 BATCH = "batch"  # clips (B); also B*F frames or B*N patch columns after folding
 FRAMES = "frames"  # F

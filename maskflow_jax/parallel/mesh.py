@@ -1,4 +1,5 @@
 """Device mesh from config: named axes (data, fsdp, tensor), one -1 auto axis, `AxisType.Auto`."""
+
 import math
 
 import jax
@@ -16,12 +17,15 @@ def resolve_shape(shape, num_devices):
         raise ValueError(f"config.mesh.shape={shape}: at most one axis may be -1")
     fixed = math.prod(x for x in shape if x != -1)
     if num_devices % fixed:
-        raise ValueError(f"config.mesh.shape={shape} needs a multiple of {fixed} devices, "
-                         f"but {num_devices} are available")
+        raise ValueError(
+            f"config.mesh.shape={shape} needs a multiple of {fixed} devices, but {num_devices} are available"
+        )
     full = tuple(num_devices // fixed if x == -1 else x for x in shape)
     if math.prod(full) != num_devices:
-        raise ValueError(f"config.mesh.shape={shape} covers {math.prod(full)} devices but {num_devices} "
-                         "are available; put -1 on one axis")
+        raise ValueError(
+            f"config.mesh.shape={shape} covers {math.prod(full)} devices but {num_devices} "
+            "are available; put -1 on one axis"
+        )
     return full
 
 

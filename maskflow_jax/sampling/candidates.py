@@ -1,4 +1,5 @@
 """Candidate-token distributions shared by the samplers: temperature, top-k, top-p, MASK exclusion."""
+
 import jax
 import jax.numpy as jnp
 

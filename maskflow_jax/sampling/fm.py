@@ -12,7 +12,8 @@ Differences from the release: the adaptive step h_f = min(1/S, (1 - kappa)/kappa
 `allow_mask` (parity), and any token still masked after the last row is filled from p1, so the
 output never contains MASK.
 """
-from typing import Callable
+
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -24,9 +25,24 @@ from maskflow_jax.sampling.mgm import guided_logits
 from maskflow_jax.sampling.schedules import matrix_levels, scheduling_matrix
 
 
-def fm_sample(rng, logits_fn: Callable, tokens, context, *, steps, mask_id, kappa_name="sigmoid", temperature=1.0,
-              top_k=0, top_p=0.0, matrix="full_sequence", adaptive=False, allow_mask=False, guidance=0.0,
-              guidance_steps=0):
+def fm_sample(
+    rng,
+    logits_fn: Callable,
+    tokens,
+    context,
+    *,
+    steps,
+    mask_id,
+    kappa_name="sigmoid",
+    temperature=1.0,
+    top_k=0,
+    top_p=0.0,
+    matrix="full_sequence",
+    adaptive=False,
+    allow_mask=False,
+    guidance=0.0,
+    guidance_steps=0,
+):
     """Fills every MASK of `tokens` (B, F, H, W); context (B, F) bool frames are given and frozen.
 
     Returns (tokens (B, F, H, W) int32, nfe () int32): S NFE for full_sequence, S + F - 1 for pyramid.
@@ -42,18 +58,25 @@ def fm_sample(rng, logits_fn: Callable, tokens, context, *, steps, mask_id, kapp
         t = jnp.where(context, 1.0, jnp.broadcast_to(levels[i], (b, f)))
         t_clip = jnp.clip(t, lo, hi)
         if guidance:
-            logits, cost = jax.lax.cond(i < guidance_steps,
-                                        lambda: guided_logits(logits_fn, k_g, tok, t_clip, context, mask_id, guidance,
-                                                              kappa_name, partial_t=0.9),
-                                        lambda: (logits_fn(tok, t_clip), 1))
+            logits, cost = jax.lax.cond(
+                i < guidance_steps,
+                lambda: guided_logits(
+                    logits_fn, k_g, tok, t_clip, context, mask_id, guidance, kappa_name, partial_t=0.9
+                ),
+                lambda: (logits_fn(tok, t_clip), 1),
+            )
         else:
             logits, cost = logits_fn(tok, t_clip), 1
-        logits = filter_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p,
-                               mask_id=None if allow_mask else mask_id)
+        logits = filter_logits(
+            logits, temperature=temperature, top_k=top_k, top_p=top_p, mask_id=None if allow_mask else mask_id
+        )
         p_mask = jax.nn.softmax(logits, axis=-1)[..., mask_id] if allow_mask else 0.0
         rate = kappa_derivative(t_clip, kappa_name) / (1.0 - kappa(t_clip, kappa_name) + 1e-6)  # (B, F)
-        h = jnp.minimum(1.0 / steps, (1.0 - kappa(t_clip, kappa_name)) / kappa_derivative(t_clip, kappa_name)) \
-            if adaptive else 1.0 / steps
+        h = (
+            jnp.minimum(1.0 / steps, (1.0 - kappa(t_clip, kappa_name)) / kappa_derivative(t_clip, kappa_name))
+            if adaptive
+            else 1.0 / steps
+        )
         jump = jnp.clip(h * rate, 0.0, 1.0)[:, :, None, None] * (1.0 - p_mask)
         no_mask = logits.at[..., mask_id].set(-jnp.inf)
         cand = jax.random.categorical(k_c, no_mask).astype(jnp.int32)

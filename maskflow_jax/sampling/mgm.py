@@ -13,7 +13,8 @@ Time input (`time_input`): "clean" feeds t = 1 to every frame as the release doe
 "unmasked_fraction" feeds t_f = kappa^-1(fraction of frame f already unmasked).
 Counts are per sample (the release sums remaining tokens over the batch).
 """
-from typing import Callable
+
+from collections.abc import Callable
 
 import flax
 import jax
@@ -44,9 +45,27 @@ def guided_logits(logits_fn, rng, tokens, t, context, mask_id, weight, kappa_nam
     return cond + weight * (logits_fn(partial, t) - logits_fn(uncond, t)), 3
 
 
-def mgm_sample(rng, logits_fn: Callable, tokens, context, *, steps, mask_id, temperature=1.0, top_k=0, top_p=0.0,
-               mode="arccos", randomize="none", randomize_temp=4.5, time_input="clean", kappa_name="sigmoid",
-               count_context=False, allow_mask=False, guidance=0.0, guidance_steps=0):
+def mgm_sample(
+    rng,
+    logits_fn: Callable,
+    tokens,
+    context,
+    *,
+    steps,
+    mask_id,
+    temperature=1.0,
+    top_k=0,
+    top_p=0.0,
+    mode="arccos",
+    randomize="none",
+    randomize_temp=4.5,
+    time_input="clean",
+    kappa_name="sigmoid",
+    count_context=False,
+    allow_mask=False,
+    guidance=0.0,
+    guidance_steps=0,
+):
     """Fills every MASK position of `tokens` (B, F, H, W) int32; context: (B, F) bool frames that
     are given (never changed). logits_fn(tokens, t (B, F)) -> (B, F, H, W, V).
 
@@ -75,14 +94,16 @@ def mgm_sample(rng, logits_fn: Callable, tokens, context, *, steps, mask_id, tem
         k_cand, k_gumbel, k_guid, rng = jax.random.split(state.rng, 4)
         t = times(state.tokens)
         if guidance:
-            logits, cost = jax.lax.cond(state.step < guidance_steps,
-                                        lambda: guided_logits(logits_fn, k_guid, state.tokens, t, context, mask_id, guidance,
-                                                              kappa_name),
-                                        lambda: (logits_fn(state.tokens, t), 1))
+            logits, cost = jax.lax.cond(
+                state.step < guidance_steps,
+                lambda: guided_logits(logits_fn, k_guid, state.tokens, t, context, mask_id, guidance, kappa_name),
+                lambda: (logits_fn(state.tokens, t), 1),
+            )
         else:
             logits, cost = logits_fn(state.tokens, t), 1
-        logits = filter_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p,
-                               mask_id=None if allow_mask else mask_id)
+        logits = filter_logits(
+            logits, temperature=temperature, top_k=top_k, top_p=top_p, mask_id=None if allow_mask else mask_id
+        )
         cand = jax.random.categorical(k_cand, logits).astype(jnp.int32)
         logp = jax.nn.log_softmax(logits, axis=-1)
         cand_logp = jnp.take_along_axis(logp, cand[..., None], axis=-1)[..., 0]
@@ -104,7 +125,8 @@ def mgm_sample(rng, logits_fn: Callable, tokens, context, *, steps, mask_id, tem
     def cond(state):
         return (state.step < steps) & jnp.any(state.tokens == mask_id)
 
-    init = MGMState(tokens=tokens.astype(jnp.int32), step=jnp.zeros((), jnp.int32), nfe=jnp.zeros((), jnp.int32),
-                    rng=rng)
+    init = MGMState(
+        tokens=tokens.astype(jnp.int32), step=jnp.zeros((), jnp.int32), nfe=jnp.zeros((), jnp.int32), rng=rng
+    )
     final = jax.lax.while_loop(cond, body, init)
     return final.tokens, final.nfe

@@ -12,6 +12,7 @@ chunk step compiles once and is reused for every chunk and every L.
 Presets (docs/method.md §12; NFE at S = 20): ffs_chunk (T_w 16, m 2, s 14): 60 / 120 / 240 NFE for
 L = 32 / 80 / 160; ffs_ar (m 15, s 1): 340 / 1300 / 2900; dmlab_ar (T_w 36, m 35, s 1).
 """
+
 import dataclasses
 import functools
 import time
@@ -41,12 +42,16 @@ def rollout_plan(length, window, context, stride):
     if not 0 <= context < window:
         raise ValueError(f"context m={context} must satisfy 0 <= m < window T_w={window} (config.sampling.context)")
     if not 1 <= stride <= window - context:
-        raise ValueError(f"stride s={stride} must satisfy 1 <= s <= T_w - m = {window - context} (config.sampling.stride)")
+        raise ValueError(
+            f"stride s={stride} must satisfy 1 <= s <= T_w - m = {window - context} (config.sampling.stride)"
+        )
     if length < max(context, 1):
         raise ValueError(f"length L={length} must be at least the context m={context} (config.sampling.horizon)")
     if context == 0 and length > window:
-        raise ValueError(f"without context frames only one window can be generated (L={length} > T_w={window}); "
-                         "set config.sampling.context >= 1 for long videos")
+        raise ValueError(
+            f"without context frames only one window can be generated (L={length} > T_w={window}); "
+            "set config.sampling.context >= 1 for long videos"
+        )
     plan, have = [], context
     while have < length:
         remaining = length - have
@@ -62,16 +67,34 @@ def rollout_plan(length, window, context, stride):
 def make_sampler(sampling_cfg, mask_id, kappa_name="sigmoid"):
     """sampler(rng, logits_fn, tokens (B, F, H, W), context (B, F) bool) -> (tokens, nfe) from config.sampling."""
     s = sampling_cfg
-    common = dict(steps=s.steps, mask_id=mask_id, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
-                  kappa_name=kappa_name, allow_mask=s.parity_allow_mask, guidance=s.guidance,
-                  guidance_steps=s.guidance_steps)
+    common = dict(
+        steps=s.steps,
+        mask_id=mask_id,
+        temperature=s.temperature,
+        top_k=s.top_k,
+        top_p=s.top_p,
+        kappa_name=kappa_name,
+        allow_mask=s.parity_allow_mask,
+        guidance=s.guidance,
+        guidance_steps=s.guidance_steps,
+    )
     if s.sampler == "mgm":
-        return lambda rng, fn, tok, ctx: mgm_sample(rng, fn, tok, ctx, mode=s.mgm_mode, randomize=s.randomize,
-                                                    randomize_temp=s.randomize_temp, time_input=s.time_input,
-                                                    count_context=s.parity_count_context, **common)
+        return lambda rng, fn, tok, ctx: mgm_sample(
+            rng,
+            fn,
+            tok,
+            ctx,
+            mode=s.mgm_mode,
+            randomize=s.randomize,
+            randomize_temp=s.randomize_temp,
+            time_input=s.time_input,
+            count_context=s.parity_count_context,
+            **common,
+        )
     if s.sampler == "fm":
-        return lambda rng, fn, tok, ctx: fm_sample(rng, fn, tok, ctx, matrix=s.scheduling_matrix,
-                                                   adaptive=s.adaptive_step, **common)
+        return lambda rng, fn, tok, ctx: fm_sample(
+            rng, fn, tok, ctx, matrix=s.scheduling_matrix, adaptive=s.adaptive_step, **common
+        )
     raise ValueError(f"config.sampling.sampler={s.sampler!r}: expected mgm or fm")
 
 
@@ -88,6 +111,7 @@ def make_chunk_fn(sampler, logits_fn, params=None):
     sampler into a single repeated token. `_cache_size()` of the returned function reports the jitted
     step's compilations.
     """
+
     @jax.jit
     def step(p, rng, window, context, actions):
         model = logits_fn if p is None else functools.partial(logits_fn, p)
@@ -104,8 +128,21 @@ def make_chunk_fn(sampler, logits_fn, params=None):
     return chunk
 
 
-def rollout(rng, chunk_fn, context_tokens, *, length, window, context, stride, mask_id, grid=None, batch=None,
-            callback=None, actions=None):
+def rollout(
+    rng,
+    chunk_fn,
+    context_tokens,
+    *,
+    length,
+    window,
+    context,
+    stride,
+    mask_id,
+    grid=None,
+    batch=None,
+    callback=None,
+    actions=None,
+):
     """Generates exactly `length` frames (B, L, H, W) int32; returns (tokens, info).
 
     actions: optional int (B, L) per-frame actions of an action-conditioned model (actions[:, f] is
@@ -128,8 +165,10 @@ def rollout(rng, chunk_fn, context_tokens, *, length, window, context, stride, m
     if actions is not None:
         actions = np.asarray(actions)
         if actions.shape != (batch, length) or not np.issubdtype(actions.dtype, np.integer):
-            raise ValueError(f"actions has shape {actions.shape} ({actions.dtype}); expected integers (B, L) = "
-                             f"({batch}, {length}): one action per generated frame")
+            raise ValueError(
+                f"actions has shape {actions.shape} ({actions.dtype}); expected integers (B, L) = "
+                f"({batch}, {length}): one action per generated frame"
+            )
         # A window that reaches past L (only when L < T_w) gets action 0 on the frames it drops.
         actions = np.pad(actions, ((0, 0), (0, window)))
     video = [context_tokens[:, i] for i in range(context)] if context else []
@@ -138,14 +177,17 @@ def rollout(rng, chunk_fn, context_tokens, *, length, window, context, stride, m
         rng, k = jax.random.split(rng)
         win = np.full((batch, window, *grid), mask_id, np.int32)
         if chunk.context:
-            win[:, :chunk.context] = np.stack(video[-chunk.context:], axis=1)
+            win[:, : chunk.context] = np.stack(video[-chunk.context :], axis=1)
         ctx = np.zeros((batch, window), bool)
-        ctx[:, :chunk.context] = True
+        ctx[:, : chunk.context] = True
         first = len(video) - chunk.context  # the window's first frame in the video
-        act = None if actions is None else jnp.asarray(actions[:, first:first + window], jnp.int32)
-        out, used = chunk_fn(k, jnp.asarray(win), jnp.asarray(ctx)) if act is None else \
-            chunk_fn(k, jnp.asarray(win), jnp.asarray(ctx), act)
-        new = np.asarray(out[:, chunk.context:chunk.context + chunk.keep])
+        act = None if actions is None else jnp.asarray(actions[:, first : first + window], jnp.int32)
+        out, used = (
+            chunk_fn(k, jnp.asarray(win), jnp.asarray(ctx))
+            if act is None
+            else chunk_fn(k, jnp.asarray(win), jnp.asarray(ctx), act)
+        )
+        new = np.asarray(out[:, chunk.context : chunk.context + chunk.keep])
         video += [new[:, j] for j in range(chunk.keep)]
         nfe += int(used)
         if callback is not None:

@@ -1,4 +1,5 @@
 """Unmask schedules of the MGM sampler and scheduling matrices of the FM sampler (docs/method.md §6.2, §6.3)."""
+
 import jax.numpy as jnp
 import numpy as np
 
@@ -17,7 +18,9 @@ def _profile(r, mode, xp):
         return 1 - r**2
     if mode == "cosine":
         return xp.cos(np.pi * r / 2)
-    raise ValueError(f"unmask schedule {mode!r} is unknown; expected one of {list(MGM_MODES)} (config.sampling.mgm_mode)")
+    raise ValueError(
+        f"unmask schedule {mode!r} is unknown; expected one of {list(MGM_MODES)} (config.sampling.mgm_mode)"
+    )
 
 
 def unmask_counts_traced(num_steps, num_tokens, mode="arccos"):
@@ -66,8 +69,9 @@ def scheduling_matrix(kind, num_steps, horizon):
     if kind == "pyramid":
         m = np.arange(s + f)[:, None]
         return np.clip(s + np.arange(f)[None, :] - m, 0, s - 1)
-    raise ValueError(f"scheduling matrix {kind!r} is unknown; expected one of {list(MATRICES)} "
-                     "(config.sampling.scheduling_matrix)")
+    raise ValueError(
+        f"scheduling matrix {kind!r} is unknown; expected one of {list(MATRICES)} (config.sampling.scheduling_matrix)"
+    )
 
 
 def matrix_levels(matrix, num_steps):

@@ -9,6 +9,7 @@ to [-1, 1] before converting back to uint8 by one of two rules (`UINT8_RULES`, c
 The model is built from the tokenizer config alone; `resolution` is the size of the frames this
 Tokenizer takes (config.data.resize_to), any multiple of the downsampling factor.
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -50,8 +51,10 @@ class Tokenizer:
         self.factor = downsampling_factor(tok_cfg)
         size = int(resolution) if isinstance(resolution, (int, np.integer)) else None
         if size is None or size < self.factor or size % self.factor:
-            raise ValueError(f"config.data.resize_to={resolution} is not a frame size this tokenizer takes: valid "
-                             f"sizes are the {valid_sizes(self.factor, size)}")
+            raise ValueError(
+                f"config.data.resize_to={resolution} is not a frame size this tokenizer takes: valid "
+                f"sizes are the {valid_sizes(self.factor, size)}"
+            )
         rule = decode_uint8 or tok_cfg.get("decode_uint8") or "round"
         if rule not in UINT8_RULES:
             raise ValueError(f"config.tokenizer.decode_uint8={rule!r}: expected one of {list(UINT8_RULES)}")
@@ -61,18 +64,21 @@ class Tokenizer:
         self.n_embed = tok_cfg.n_embed
         model = self.model
         self._enc = jax.jit(lambda p, x: model.apply({"params": p}, to_unit(x), method=model.encode))
-        self._dec = jax.jit(lambda p, t: to_uint8(model.apply({"params": p}, jnp.where(t == model.n_embed, 0, t),
-                                                              method=model.decode), rule))
+        self._dec = jax.jit(
+            lambda p, t: to_uint8(
+                model.apply({"params": p}, jnp.where(t == model.n_embed, 0, t), method=model.decode), rule
+            )
+        )
 
     def _chunked(self, fn, flat, out_shape, dtype):
         n = flat.shape[0]
         out = np.empty((n,) + out_shape, dtype)
         for s in range(0, n, self.chunk):
-            part = flat[s:s + self.chunk]
+            part = flat[s : s + self.chunk]
             pad = self.chunk - part.shape[0]
             if pad:  # a fixed chunk size: no recompilation for the last, shorter chunk
                 part = np.concatenate([part, np.repeat(part[-1:], pad, axis=0)])
-            out[s:s + self.chunk] = np.asarray(fn(self.params, jnp.asarray(part)))[: self.chunk - pad]
+            out[s : s + self.chunk] = np.asarray(fn(self.params, jnp.asarray(part)))[: self.chunk - pad]
         return out
 
     def encode(self, frames):
@@ -81,8 +87,10 @@ class Tokenizer:
         if frames.dtype != np.uint8 or frames.ndim not in (4, 5) or frames.shape[-1] != 3:
             raise ValueError(f"frames must be uint8 (B, F, H, W, 3) or (N, H, W, 3); got {frames.dtype} {frames.shape}")
         if frames.shape[-3:-1] != (self.resolution, self.resolution):
-            raise ValueError(f"frames are {frames.shape[-3]}x{frames.shape[-2]} but the tokenizer expects "
-                             f"{self.resolution}x{self.resolution} (config.data.resize_to)")
+            raise ValueError(
+                f"frames are {frames.shape[-3]}x{frames.shape[-2]} but the tokenizer expects "
+                f"{self.resolution}x{self.resolution} (config.data.resize_to)"
+            )
         lead = frames.shape[:-3]
         flat = frames.reshape((-1,) + frames.shape[-3:])
         return self._chunked(self._enc, flat, self.grid, np.int32).reshape(lead + self.grid)
@@ -91,11 +99,13 @@ class Tokenizer:
         """int32 ids (B, F, h, w) or (N, h, w) in [0, n_embed] (n_embed = MASK -> code 0) -> uint8 frames."""
         tokens = np.asarray(tokens)
         if not np.issubdtype(tokens.dtype, np.integer) or tokens.shape[-2:] != self.grid:
-            raise ValueError(f"tokens must be integer (..., {self.grid[0]}, {self.grid[1]}); got {tokens.dtype} "
-                             f"{tokens.shape}")
+            raise ValueError(
+                f"tokens must be integer (..., {self.grid[0]}, {self.grid[1]}); got {tokens.dtype} {tokens.shape}"
+            )
         if tokens.size and (tokens.min() < 0 or tokens.max() > self.n_embed):
-            raise ValueError(f"token ids must lie in [0, {self.n_embed}] (codebook + MASK); got "
-                             f"[{tokens.min()}, {tokens.max()}]")
+            raise ValueError(
+                f"token ids must lie in [0, {self.n_embed}] (codebook + MASK); got [{tokens.min()}, {tokens.max()}]"
+            )
         lead = tokens.shape[:-2]
         flat = tokens.reshape((-1,) + self.grid).astype(np.int32)
         shape = (self.resolution, self.resolution, 3)

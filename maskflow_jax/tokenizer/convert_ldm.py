@@ -7,6 +7,7 @@ maps every remaining key to our Flax tree (NCHW conv kernels -> HWIO), checks th
 expected keys and shapes are present, and writes `DIR/params` (orbax) + `DIR/tokenizer.json`
 (the tokenizer config), so configs can say `--config.tokenizer.init_from=DIR`.
 """
+
 import argparse
 import json
 import os
@@ -22,8 +23,18 @@ from maskflow_jax.tokenizer.torch_pickle import load_torch_zip
 
 # "resolution" fixes the architecture (attention at the 32x32 level of the 256x256 layout); the converted
 # model takes frames of any size divisible by 8 (docs/vqf8.md).
-VQF8 = {"ch": 128, "ch_mult": (1, 2, 2, 4), "num_res_blocks": 2, "attn_resolutions": (32,), "z_channels": 4,
-        "embed_dim": 4, "n_embed": 16384, "beta": 0.25, "l2_normalize": False, "resolution": 256}
+VQF8 = {
+    "ch": 128,
+    "ch_mult": (1, 2, 2, 4),
+    "num_res_blocks": 2,
+    "attn_resolutions": (32,),
+    "z_channels": 4,
+    "embed_dim": 4,
+    "n_embed": 16384,
+    "beta": 0.25,
+    "l2_normalize": False,
+    "resolution": 256,
+}
 
 
 class ConversionError(ValueError):
@@ -59,8 +70,9 @@ def convert_state_dict(state_dict, tok_cfg=None):
     tok_cfg = ml_collections.ConfigDict(tok_cfg or VQF8)
     n = downsampling_factor(tok_cfg)  # the smallest input: the parameters do not depend on the input size
     model = make_vq_model(tok_cfg)  # the architecture (attention placement) from tok_cfg.resolution, not the input
-    expected = traverse_util.flatten_dict(jax.eval_shape(
-        lambda: model.init(jax.random.key(0), jnp.zeros((1, n, n, 3))))["params"])
+    expected = traverse_util.flatten_dict(
+        jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, n, n, 3))))["params"]
+    )
     converted, problems = {}, []
     for key, value in state_dict.items():
         if key.startswith("loss."):
@@ -86,8 +98,9 @@ def convert_state_dict(state_dict, tok_cfg=None):
             problems.append(f"{key}: unexpected key (no parameter {'/'.join(target)} in the model)")
             continue
         if tuple(value.shape) != tuple(expected[target].shape):
-            problems.append(f"{key}: shape {tuple(value.shape)} after conversion, expected "
-                            f"{tuple(expected[target].shape)}")
+            problems.append(
+                f"{key}: shape {tuple(value.shape)} after conversion, expected {tuple(expected[target].shape)}"
+            )
             continue
         converted[target] = value.astype(np.float32)
     missing = sorted("/".join(k) for k in expected if k not in converted)
@@ -123,8 +136,10 @@ def load_converted(directory):
     directory = os.path.abspath(directory)
     cfg_path = os.path.join(directory, "tokenizer.json")
     if not os.path.exists(cfg_path):
-        raise FileNotFoundError(f"{directory} is not a converted tokenizer (no tokenizer.json); run "
-                                "python -m maskflow_jax.tokenizer.convert_ldm --ckpt vq-f8.ckpt --out DIR")
+        raise FileNotFoundError(
+            f"{directory} is not a converted tokenizer (no tokenizer.json); run "
+            "python -m maskflow_jax.tokenizer.convert_ldm --ckpt vq-f8.ckpt --out DIR"
+        )
     with open(cfg_path, encoding="utf-8") as f:
         cfg = json.load(f)
     with ocp.StandardCheckpointer() as ckptr:
@@ -132,19 +147,32 @@ def load_converted(directory):
     return params, cfg
 
 
-ARCHITECTURE = ("ch", "ch_mult", "num_res_blocks", "attn_resolutions", "z_channels", "embed_dim", "n_embed",
-                "resolution")
+ARCHITECTURE = (
+    "ch",
+    "ch_mult",
+    "num_res_blocks",
+    "attn_resolutions",
+    "z_channels",
+    "embed_dim",
+    "n_embed",
+    "resolution",
+)
 
 
 def check_config(saved, tok_cfg, directory="the converted tokenizer"):
     """Raises ValueError naming every architecture field where config.tokenizer differs from the
     tokenizer.json that `convert` wrote (fields absent from tokenizer.json are not compared)."""
     norm = lambda v: tuple(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
-    diff = [f"config.tokenizer.{k}={norm(tok_cfg.get(k))!r} but {directory} has {norm(saved[k])!r}"
-            for k in ARCHITECTURE if k in saved and norm(tok_cfg.get(k)) != norm(saved[k])]
+    diff = [
+        f"config.tokenizer.{k}={norm(tok_cfg.get(k))!r} but {directory} has {norm(saved[k])!r}"
+        for k in ARCHITECTURE
+        if k in saved and norm(tok_cfg.get(k)) != norm(saved[k])
+    ]
     if diff:
-        raise ValueError("the tokenizer config does not match the converted weights (configs/base.py "
-                         "set_vqf8_tokenizer sets vq-f8's):\n  " + "\n  ".join(diff))
+        raise ValueError(
+            "the tokenizer config does not match the converted weights (configs/base.py "
+            "set_vqf8_tokenizer sets vq-f8's):\n  " + "\n  ".join(diff)
+        )
 
 
 def main(argv=None):

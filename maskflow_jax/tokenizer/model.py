@@ -10,7 +10,8 @@ is in `attn_resolutions`, whatever the size of the frames it is given. Convoluti
 take any H, W divisible by the downsampling factor, so one set of parameters serves every such size
 (vq-f8: laid out for 256x256, attention at its 32x32 level, also run on 64x64 frames -> 8x8 tokens).
 """
-from typing import Optional, Sequence
+
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -67,7 +68,7 @@ class Upsample(nn.Module):
 
 def level_resolutions(resolution, levels):
     """Nominal size of each level [resolution, resolution / 2, ...] (None when no resolution is set)."""
-    return [None if resolution is None else resolution // 2 ** i for i in range(levels)]
+    return [None if resolution is None else resolution // 2**i for i in range(levels)]
 
 
 def valid_sizes(factor, size=None):
@@ -84,8 +85,10 @@ def check_input_size(height, width, factor):
     """Raises ValueError unless H and W are positive multiples of the downsampling factor."""
     for n in (height, width):
         if n < factor or n % factor:
-            raise ValueError(f"frames of {height}x{width} pixels do not fit the tokenizer: config.data.resize_to "
-                             f"must be one of the {valid_sizes(factor, n)}")
+            raise ValueError(
+                f"frames of {height}x{width} pixels do not fit the tokenizer: config.data.resize_to "
+                f"must be one of the {valid_sizes(factor, n)}"
+            )
 
 
 class Encoder(nn.Module):
@@ -96,7 +99,7 @@ class Encoder(nn.Module):
     num_res_blocks: int
     attn_resolutions: Sequence[int]
     z_channels: int
-    resolution: Optional[int]
+    resolution: int | None
 
     @nn.compact
     def __call__(self, x):
@@ -123,7 +126,7 @@ class Decoder(nn.Module):
     ch_mult: Sequence[int]
     num_res_blocks: int
     attn_resolutions: Sequence[int]
-    resolution: Optional[int]
+    resolution: int | None
 
     @nn.compact
     def __call__(self, z):
@@ -158,7 +161,7 @@ class VQModel(nn.Module):
     z_channels: int
     embed_dim: int
     n_embed: int
-    resolution: Optional[int]
+    resolution: int | None
     beta: float = 0.25
     l2_normalize: bool = False
     encoder_kind: str = "conv"
@@ -167,8 +170,9 @@ class VQModel(nn.Module):
         if self.encoder_kind == "patch":  # tokens that depend on their own patch only (patch_encoder.py)
             self.encoder = PatchEncoder(self.ch, self.ch_mult, self.num_res_blocks, self.z_channels)
         else:
-            self.encoder = Encoder(self.ch, self.ch_mult, self.num_res_blocks, self.attn_resolutions, self.z_channels,
-                                   self.resolution)
+            self.encoder = Encoder(
+                self.ch, self.ch_mult, self.num_res_blocks, self.attn_resolutions, self.z_channels, self.resolution
+            )
         self.quant_conv = nn.Conv(self.embed_dim, (1, 1))
         self.quantize = VectorQuantizer(self.n_embed, self.embed_dim, beta=self.beta, l2_normalize=self.l2_normalize)
         self.post_quant_conv = nn.Conv(self.z_channels, (1, 1))
@@ -209,28 +213,42 @@ def check_tokenizer_config(tok_cfg):
         raise ValueError(f"config.tokenizer.encoder={tok_cfg.get('encoder')!r}: expected one of {ENCODERS}")
     for c in (tok_cfg.ch * m for m in tok_cfg.ch_mult):
         if c % 32:
-            raise ValueError(f"config.tokenizer.ch x ch_mult gives {c} channels, not divisible by the 32 GroupNorm "
-                             "groups")
+            raise ValueError(
+                f"config.tokenizer.ch x ch_mult gives {c} channels, not divisible by the 32 GroupNorm groups"
+            )
     resolution, attn, factor = tok_cfg.get("resolution"), tuple(tok_cfg.attn_resolutions), downsampling_factor(tok_cfg)
     if attn and resolution is None:
-        raise ValueError(f"config.tokenizer.attn_resolutions={attn} needs config.tokenizer.resolution, the frame size "
-                         "the architecture is laid out for (vq-f8: 256)")
+        raise ValueError(
+            f"config.tokenizer.attn_resolutions={attn} needs config.tokenizer.resolution, the frame size "
+            "the architecture is laid out for (vq-f8: 256)"
+        )
     if resolution is not None and (resolution < factor or resolution % factor):
-        raise ValueError(f"config.tokenizer.resolution={resolution} is not a positive multiple of the downsampling "
-                         f"factor {factor}")
+        raise ValueError(
+            f"config.tokenizer.resolution={resolution} is not a positive multiple of the downsampling factor {factor}"
+        )
     levels = level_resolutions(resolution, len(tok_cfg.ch_mult))
     stray = [r for r in attn if r not in levels]
     if stray:
-        raise ValueError(f"config.tokenizer.attn_resolutions {stray} match no level of config.tokenizer.resolution="
-                         f"{resolution} (levels {levels}): no attention would be placed there")
+        raise ValueError(
+            f"config.tokenizer.attn_resolutions {stray} match no level of config.tokenizer.resolution="
+            f"{resolution} (levels {levels}): no attention would be placed there"
+        )
 
 
 def make_vq_model(tok_cfg):
     """VQModel from config.tokenizer alone; `tokenizer.resolution` fixes where attention sits (LDM's rule),
     so the same parameters serve every input size divisible by the downsampling factor."""
     check_tokenizer_config(tok_cfg)
-    return VQModel(ch=tok_cfg.ch, ch_mult=tuple(tok_cfg.ch_mult), num_res_blocks=tok_cfg.num_res_blocks,
-                   attn_resolutions=tuple(tok_cfg.attn_resolutions), z_channels=tok_cfg.z_channels,
-                   embed_dim=tok_cfg.embed_dim, n_embed=tok_cfg.n_embed, resolution=tok_cfg.get("resolution"),
-                   beta=tok_cfg.beta, l2_normalize=bool(tok_cfg.l2_normalize),
-                   encoder_kind=tok_cfg.get("encoder", "conv"))
+    return VQModel(
+        ch=tok_cfg.ch,
+        ch_mult=tuple(tok_cfg.ch_mult),
+        num_res_blocks=tok_cfg.num_res_blocks,
+        attn_resolutions=tuple(tok_cfg.attn_resolutions),
+        z_channels=tok_cfg.z_channels,
+        embed_dim=tok_cfg.embed_dim,
+        n_embed=tok_cfg.n_embed,
+        resolution=tok_cfg.get("resolution"),
+        beta=tok_cfg.beta,
+        l2_normalize=bool(tok_cfg.l2_normalize),
+        encoder_kind=tok_cfg.get("encoder", "conv"),
+    )

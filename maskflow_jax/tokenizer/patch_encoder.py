@@ -14,7 +14,8 @@ moves are exact token shifts. The decoder is the usual conv decoder (decoding ma
 
 Shapes: x (N, H, W, 3) in [-1, 1] with H, W divisible by f -> (N, H/f, W/f, z_channels).
 """
-from typing import Sequence
+
+from collections.abc import Sequence
 
 import flax.linen as nn
 
@@ -30,9 +31,13 @@ class PatchEncoder(nn.Module):
         n, h, w, c = x.shape
         f = 2 ** (len(self.ch_mult) - 1)
         if h % f or w % f:
-            raise ValueError(f"frames of {h}x{w} pixels do not split into {f}x{f} patches: use a size divisible by "
-                             f"{f} (config.data.resize_to)")
-        patches = x.reshape(n, h // f, f, w // f, f, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, h // f, w // f, f * f * c)
+            raise ValueError(
+                f"frames of {h}x{w} pixels do not split into {f}x{f} patches: use a size divisible by "
+                f"{f} (config.data.resize_to)"
+            )
+        patches = (
+            x.reshape(n, h // f, f, w // f, f, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, h // f, w // f, f * f * c)
+        )
         width = self.ch * self.ch_mult[-1]
         y = nn.Dense(width, name="patch_in")(patches)
         for j in range(self.num_res_blocks + 1):

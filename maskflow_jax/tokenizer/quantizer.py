@@ -3,6 +3,7 @@ optional l2-normalised codes, and a dead-code restart so small codebooks do not 
 
 Shapes: latents z (..., D) with D = embed_dim; ids (...) int32 in [0, n_embed); codebook (K, D).
 """
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -20,7 +21,10 @@ class VectorQuantizer(nn.Module):
 
     def setup(self):
         k = self.n_embed
-        init = lambda key, shape: jax.random.uniform(key, shape, minval=-1.0 / k, maxval=1.0 / k)  # as taming
+
+        def init(key, shape):  # U(-1/k, 1/k), as taming
+            return jax.random.uniform(key, shape, minval=-1.0 / k, maxval=1.0 / k)
+
         self.embedding = self.param("embedding", init, (k, self.embed_dim))
 
     def codebook(self):

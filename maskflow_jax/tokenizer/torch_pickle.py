@@ -4,6 +4,7 @@ A restricted unpickler: only `collections.OrderedDict`, torch's tensor/parameter
 and storage types are resolved; every other global becomes an inert placeholder, so nothing from
 the file is imported or executed. Tensors come back as numpy arrays.
 """
+
 import collections
 import pickle
 import zipfile
@@ -11,9 +12,16 @@ import zipfile
 import numpy as np
 
 STORAGE_DTYPES = {
-    "FloatStorage": np.float32, "HalfStorage": np.float16, "DoubleStorage": np.float64,
-    "BFloat16Storage": "bfloat16", "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16,
-    "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
+    "FloatStorage": np.float32,
+    "HalfStorage": np.float16,
+    "DoubleStorage": np.float64,
+    "BFloat16Storage": "bfloat16",
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
 }
 
 
@@ -41,8 +49,9 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=Fals
     if not size:
         return storage[storage_offset].copy()
     item = storage.dtype.itemsize
-    view = np.lib.stride_tricks.as_strided(storage[storage_offset:], shape=tuple(size),
-                                           strides=tuple(s * item for s in stride))
+    view = np.lib.stride_tricks.as_strided(
+        storage[storage_offset:], shape=tuple(size), strides=tuple(s * item for s in stride)
+    )
     return np.array(view)
 
 
@@ -87,8 +96,10 @@ class _Unpickler(pickle.Unpickler):
 def load_torch_zip(path):
     """The unpickled top-level object of a torch zip checkpoint, tensors as numpy arrays."""
     if not zipfile.is_zipfile(path):
-        raise CheckpointFormatError(f"{path} is not a zip archive: torch's legacy (pre-1.6) format is not supported; "
-                                    "re-save it with torch >= 1.6 (torch.save(obj, path))")
+        raise CheckpointFormatError(
+            f"{path} is not a zip archive: torch's legacy (pre-1.6) format is not supported; "
+            "re-save it with torch >= 1.6 (torch.save(obj, path))"
+        )
     with zipfile.ZipFile(path) as archive:
         pkls = [n for n in archive.namelist() if n.endswith("/data.pkl")]
         if len(pkls) != 1:

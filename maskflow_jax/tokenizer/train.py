@@ -3,6 +3,7 @@ losses, an optional hinge PatchGAN switched on at `disc_start`, Adam, EMA, dead-
 orbax checkpoints with the data position, metrics (losses, PSNR, usage, perplexity) and
 reconstruction PNGs in `<workdir>/tokenizer/`. No perceptual loss (it would need downloaded weights).
 """
+
 import json
 import os
 
@@ -17,8 +18,8 @@ from jax.sharding import PartitionSpec as P
 
 from maskflow_jax import checkpoint
 from maskflow_jax.data import loader
-from maskflow_jax.tokenizer import convert_ldm
 from maskflow_jax.parallel.mesh import batch_sharding, batch_shards, make_mesh
+from maskflow_jax.tokenizer import convert_ldm
 from maskflow_jax.tokenizer.api import Tokenizer, to_unit
 from maskflow_jax.tokenizer.model import make_vq_model
 from maskflow_jax.tokenizer.quantizer import code_usage, restart_dead_codes
@@ -74,9 +75,16 @@ def make_tokenizer_trainer(tok_cfg, resolution):
         x = jnp.zeros((1, resolution, resolution, 3))
         params = model.init(k1, x)["params"]
         disc_params = disc.init(k2, x)["params"]
-        return TokState(step=jnp.zeros((), jnp.int32), params=params, ema_params=params, opt_state=tx.init(params),
-                        disc_params=disc_params, disc_opt_state=dtx.init(disc_params),
-                        usage=jnp.zeros((tok_cfg.n_embed,), jnp.float32), rng=k3)
+        return TokState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            ema_params=params,
+            opt_state=tx.init(params),
+            disc_params=disc_params,
+            disc_opt_state=dtx.init(disc_params),
+            usage=jnp.zeros((tok_cfg.n_embed,), jnp.float32),
+            rng=k3,
+        )
 
     def step(state, frames):
         x = to_unit(frames)
@@ -114,7 +122,7 @@ def make_tokenizer_trainer(tok_cfg, resolution):
         counts, used, perplexity = code_usage(aux["ids"], tok_cfg.n_embed)
         usage = state.usage + counts
         rng, k_restart = jax.random.split(state.rng)
-        restart_now = (tok_cfg.restart_dead_codes & ((state.step + 1) % RESTART_EVERY == 0))
+        restart_now = tok_cfg.restart_dead_codes & ((state.step + 1) % RESTART_EVERY == 0)
 
         def restart(p):
             emb, n = restart_dead_codes(p["quantize"]["embedding"], usage, aux["latents"], k_restart, threshold=0.5)
@@ -124,11 +132,28 @@ def make_tokenizer_trainer(tok_cfg, resolution):
         usage = jnp.where(restart_now, jnp.zeros_like(usage), usage)
         # EMA with the usual warm-up, so short runs are not dominated by the initialisation.
         ema = ema_update(state.ema_params, params, ema_decay_at(state.step, tcfg.ema_decay, warmup=True))
-        metrics = {"loss": loss, "recon_loss": rec, "codebook_loss": aux["codebook_loss"],
-                   "commit_loss": aux["commit_loss"], "psnr": psnr(jnp.clip(recon, -1, 1), x), "code_usage": used,
-                   "perplexity": perplexity, "disc_loss": d_loss, "gen_adv": g_adv, "restarted": restarted}
-        new = TokState(step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state,
-                       disc_params=disc_params, disc_opt_state=disc_opt_state, usage=usage, rng=rng)
+        metrics = {
+            "loss": loss,
+            "recon_loss": rec,
+            "codebook_loss": aux["codebook_loss"],
+            "commit_loss": aux["commit_loss"],
+            "psnr": psnr(jnp.clip(recon, -1, 1), x),
+            "code_usage": used,
+            "perplexity": perplexity,
+            "disc_loss": d_loss,
+            "gen_adv": g_adv,
+            "restarted": restarted,
+        }
+        new = TokState(
+            step=state.step + 1,
+            params=params,
+            ema_params=ema,
+            opt_state=opt_state,
+            disc_params=disc_params,
+            disc_opt_state=disc_opt_state,
+            usage=usage,
+            rng=rng,
+        )
         return new, metrics
 
     return model, init, step
@@ -160,27 +185,36 @@ def train_tokenizer(cfg, workdir, mesh=None):
     mesh = mesh if mesh is not None else make_mesh(cfg.mesh)
     tcfg = cfg.tokenizer.train
     if tcfg.batch_size % batch_shards(mesh):
-        raise ValueError(f"config.tokenizer.train.batch_size={tcfg.batch_size} does not split over "
-                         f"{batch_shards(mesh)} devices")
+        raise ValueError(
+            f"config.tokenizer.train.batch_size={tcfg.batch_size} does not split over {batch_shards(mesh)} devices"
+        )
     res = cfg.data.resize_to
     _, init, step = make_tokenizer_trainer(cfg.tokenizer, res)
     replicated = NamedSharding(mesh, P())
     abstract = jax.eval_shape(init, jax.random.key(0))
     shardings = jax.tree.map(lambda _: replicated, abstract)
     init_j = jax.jit(init, out_shardings=shardings)
-    step_j = jax.jit(step, in_shardings=(shardings, batch_sharding(mesh)), out_shardings=(shardings, replicated),
-                     donate_argnums=0)
+    step_j = jax.jit(
+        step, in_shardings=(shardings, batch_sharding(mesh)), out_shardings=(shardings, replicated), donate_argnums=0
+    )
     frames_it = _frame_iterator(cfg, workdir, cfg.data.train_split, tcfg.batch_size)
     manager = checkpoint.make_manager(os.path.join(out, "checkpoints"), keep=2)
     writer = MetricWriter(out, enabled=jax.process_index() == 0, prefix="tokenizer")
     try:
-        restored = checkpoint.restore_latest(manager, checkpoint.abstract_target(abstract, shardings), frames_it,
-                                              version=STATE_VERSION)
+        restored = checkpoint.restore_latest(
+            manager, checkpoint.abstract_target(abstract, shardings), frames_it, version=STATE_VERSION
+        )
         state = init_j(jax.random.key(cfg.seed)) if restored is None else restored[1]
         from tqdm import tqdm
 
-        bar = tqdm(total=tcfg.steps, initial=int(state.step), desc="tokenizer", unit="step",
-                   disable=jax.process_index() != 0, mininterval=2.0)
+        bar = tqdm(
+            total=tcfg.steps,
+            initial=int(state.step),
+            desc="tokenizer",
+            unit="step",
+            disable=jax.process_index() != 0,
+            mininterval=2.0,
+        )
         for s in range(int(state.step), tcfg.steps):
             batch = next(frames_it)["video"][:, 0]  # (b, H, W, 3)
             frames = jax.make_array_from_process_local_data(batch_sharding(mesh), batch)
@@ -190,15 +224,23 @@ def train_tokenizer(cfg, workdir, mesh=None):
             if done % tcfg.log_every == 0 or done == tcfg.steps:
                 m = jax.device_get(metrics)
                 if not np.isfinite(m["loss"]):
-                    raise FloatingPointError(f"tokenizer loss is {m['loss']} at step {done}; lower "
-                                             "config.tokenizer.train.lr and rerun (it resumes)")
+                    raise FloatingPointError(
+                        f"tokenizer loss is {m['loss']} at step {done}; lower "
+                        "config.tokenizer.train.lr and rerun (it resumes)"
+                    )
                 writer.write(done, m)
             if done % tcfg.image_every == 0 and jax.process_index() == 0:
                 tok = Tokenizer(cfg.tokenizer, jax.device_get(state.ema_params), res)
                 _save_recon_png(os.path.join(out, f"recon_{done:06d}.png"), batch, tok.decode(tok.encode(batch)))
             if done % tcfg.ckpt_every == 0 or done == tcfg.steps:
-                checkpoint.save(manager, done, state, {"kind": "tokenizer", "config": cfg.to_dict()}, frames_it,
-                                version=STATE_VERSION)
+                checkpoint.save(
+                    manager,
+                    done,
+                    state,
+                    {"kind": "tokenizer", "config": cfg.to_dict()},
+                    frames_it,
+                    version=STATE_VERSION,
+                )
         bar.close()
         manager.wait_until_finished()
     finally:
@@ -227,10 +269,14 @@ def evaluate_tokenizer(cfg, workdir, params, max_frames=512):
     mse = np.mean(((recon.astype(np.float64) - frames) / 255.0) ** 2)
     counts = np.bincount(ids.reshape(-1), minlength=cfg.tokenizer.n_embed)
     p = counts / counts.sum()
-    return {"heldout_psnr": float(10 * np.log10(1.0 / max(mse, 1e-12))), "frames": int(len(frames)),
-            "code_usage": float(np.mean(counts > 0)), "perplexity": float(np.exp(-np.sum(p[p > 0] * np.log(p[p > 0])))),
-            "summary": f"held-out PSNR {10 * np.log10(1.0 / max(mse, 1e-12)):.2f} dB over {len(frames)} frames, "
-                       f"{np.mean(counts > 0) * 100:.1f}% of codes used"}
+    return {
+        "heldout_psnr": float(10 * np.log10(1.0 / max(mse, 1e-12))),
+        "frames": int(len(frames)),
+        "code_usage": float(np.mean(counts > 0)),
+        "perplexity": float(np.exp(-np.sum(p[p > 0] * np.log(p[p > 0])))),
+        "summary": f"held-out PSNR {10 * np.log10(1.0 / max(mse, 1e-12)):.2f} dB over {len(frames)} frames, "
+        f"{np.mean(counts > 0) * 100:.1f}% of codes used",
+    }
 
 
 def load_tokenizer(cfg, workdir):
@@ -247,11 +293,14 @@ def load_tokenizer(cfg, workdir):
     shardings = jax.tree.map(lambda _: one, abstract)
     manager = checkpoint.make_manager(os.path.join(tokenizer_dir(workdir), "checkpoints"))
     try:
-        restored = checkpoint.restore_latest(manager, checkpoint.abstract_target(abstract, shardings),
-                                              version=STATE_VERSION)
+        restored = checkpoint.restore_latest(
+            manager, checkpoint.abstract_target(abstract, shardings), version=STATE_VERSION
+        )
     finally:
         manager.close()
     if restored is None:
-        raise FileNotFoundError(f"no trained tokenizer in {tokenizer_dir(workdir)}: run --mode=train_tokenizer first "
-                                "or set config.tokenizer.init_from")
+        raise FileNotFoundError(
+            f"no trained tokenizer in {tokenizer_dir(workdir)}: run --mode=train_tokenizer first "
+            "or set config.tokenizer.init_from"
+        )
     return Tokenizer(cfg.tokenizer, jax.device_get(restored[1].ema_params), res)

@@ -7,6 +7,7 @@ checkpoints every `train.ckpt_every` steps, at the end, and on SIGTERM/SIGINT. W
 that many seconds of wall time since its first step began (compilation included): a run of a fixed
 duration, as on a lent accelerator (benchmarks/accelerator.py).
 """
+
 import contextlib
 import os
 import signal
@@ -109,11 +110,15 @@ def _run(cfg, trainer, batches, manager, writer, is_main, meta):
             for (s, _), m in zip(pending, host):
                 if not (np.isfinite(m["loss"]) and np.isfinite(m["grad_norm"])):
                     good = manager.latest_step()
-                    where = (f"the last good checkpoint is step {good} in {manager.directory}" if good is not None
-                             else f"no checkpoint was written yet in {manager.directory}")
+                    where = (
+                        f"the last good checkpoint is step {good} in {manager.directory}"
+                        if good is not None
+                        else f"no checkpoint was written yet in {manager.directory}"
+                    )
                     raise NonFiniteLossError(
                         f"non-finite loss {m['loss']} (grad norm {m['grad_norm']}) at step {s}; {where}. "
-                        "Lower train.lr or raise train.warmup_steps, then rerun to resume.")
+                        "Lower train.lr or raise train.warmup_steps, then rerun to resume."
+                    )
             now = time.perf_counter()
             s, m = pending[-1][0], host[-1]
             rate = (s - last_step) / max(now - last_time, 1e-9)
@@ -128,8 +133,10 @@ def _run(cfg, trainer, batches, manager, writer, is_main, meta):
         with _progress(cfg.train.steps, start, is_main) as bar:
             for step in range(start, cfg.train.steps):
                 batch = next(batches)
-                batch = {k: jax.make_array_from_process_local_data(trainer.batch_sharding, np.asarray(v))
-                         for k, v in batch.items()}
+                batch = {
+                    k: jax.make_array_from_process_local_data(trainer.batch_sharding, np.asarray(v))
+                    for k, v in batch.items()
+                }
                 state, metrics = trainer.step(state, batch)
                 done = step + 1
                 pending.append((done, metrics))

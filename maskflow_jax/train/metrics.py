@@ -1,4 +1,5 @@
 """Metric sinks for training: stdout (absl), a JSONL file and TensorBoard event files."""
+
 import json
 import math
 import os

@@ -4,8 +4,10 @@ State shardings come from the abstract (boxed) state: `jax.eval_shape` -> logica
 -> mesh shardings under the config's rules. The init runs under `jax.jit` with
 those `out_shardings`, so parameters and optimizer state are born sharded.
 """
+
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -14,8 +16,8 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from maskflow_jax.config_validation import ConfigError, token_grid
-from maskflow_jax.parallel.mesh import batch_shards
 from maskflow_jax.models.latte import make_denoiser
+from maskflow_jax.parallel.mesh import batch_shards
 from maskflow_jax.train.optimizer import make_optimizer
 from maskflow_jax.train.state import TrainState
 from maskflow_jax.train.step import make_train_step
@@ -56,9 +58,11 @@ def build_trainer(cfg, mesh):
     grid = token_grid(cfg)
     shards = batch_shards(mesh)
     if cfg.data.batch_size % (shards * cfg.train.grad_accum):
-        raise ConfigError(f"config.data.batch_size={cfg.data.batch_size} does not split over the {shards} devices of the "
-                          f"mesh's batch axes (x train.grad_accum={cfg.train.grad_accum} microbatches); "
-                          f"use a multiple of {shards * cfg.train.grad_accum}")
+        raise ConfigError(
+            f"config.data.batch_size={cfg.data.batch_size} does not split over the {shards} devices of the "
+            f"mesh's batch axes (x train.grad_accum={cfg.train.grad_accum} microbatches); "
+            f"use a multiple of {shards * cfg.train.grad_accum}"
+        )
     model = make_denoiser(cfg.model, vocab_size=vocab_size, frames=cfg.data.frames, grid=grid)
     tx = make_optimizer(cfg.train)
     rules = rules_from_config(cfg.mesh)
@@ -69,8 +73,9 @@ def build_trainer(cfg, mesh):
         t = jnp.ones((1, cfg.data.frames), jnp.float32)
         actions = jnp.zeros((1, cfg.data.frames), jnp.int32) if cfg.model.action_cond else None
         params = model.init(k_params, tokens, t, actions=actions)["params"]
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=params,
-                          opt_state=tx.init(params), rng=k_state)
+        return TrainState(
+            step=jnp.zeros((), jnp.int32), params=params, ema_params=params, opt_state=tx.init(params), rng=k_state
+        )
 
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         abstract_boxed = jax.eval_shape(init_boxed, jax.random.key(0))
@@ -91,8 +96,22 @@ def build_trainer(cfg, mesh):
             return train_step(state, batch)
 
     init = jax.jit(init_fn, out_shardings=state_shardings)
-    step = jax.jit(step_fn, in_shardings=(state_shardings, batch_sharding),
-                   out_shardings=(state_shardings, replicated), donate_argnums=0)
-    return Trainer(model=model, mesh=mesh, rules=rules, state_shardings=state_shardings,
-                   abstract_state=abstract_state, batch_sharding=batch_sharding, init=init, step=step,
-                   mask_id=mask_id, vocab_size=vocab_size, tokens_per_frame=grid[0] * grid[1])
+    step = jax.jit(
+        step_fn,
+        in_shardings=(state_shardings, batch_sharding),
+        out_shardings=(state_shardings, replicated),
+        donate_argnums=0,
+    )
+    return Trainer(
+        model=model,
+        mesh=mesh,
+        rules=rules,
+        state_shardings=state_shardings,
+        abstract_state=abstract_state,
+        batch_sharding=batch_sharding,
+        init=init,
+        step=step,
+        mask_id=mask_id,
+        vocab_size=vocab_size,
+        tokens_per_frame=grid[0] * grid[1],
+    )

@@ -1,4 +1,5 @@
 """The one train-state dataclass, versioned in checkpoint metadata."""
+
 from typing import Any
 
 import flax

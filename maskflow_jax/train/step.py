@@ -6,6 +6,7 @@ With `train.grad_accum = k` the batch is processed as k microbatches inside the 
 `lax.scan`), and the result equals the full-batch step: the corruption is drawn for the whole
 batch first, and the loss is renormalised by the global masked count (docs/method.md §4 step 4).
 """
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -19,12 +20,14 @@ def corrupt_batch(rng, tokens, flow_cfg, mask_id):
     """Draws per-frame t (B, F), masks tokens (B, F, H, W); returns (x_t, mask, t, weights (B, F))."""
     k_t, k_mask = jax.random.split(rng)
     b, f = tokens.shape[:2]
-    t = corruption.sample_times(k_t, b, f, mode=flow_cfg.noise_level, eps=flow_cfg.sampling_eps,
-                                prefix_prob=flow_cfg.get("prefix_prob", 0.5))
+    t = corruption.sample_times(
+        k_t, b, f, mode=flow_cfg.noise_level, eps=flow_cfg.sampling_eps, prefix_prob=flow_cfg.get("prefix_prob", 0.5)
+    )
     x_t, mask = corruption.corrupt(k_mask, tokens, t, mask_id, flow_cfg.kappa)
     if flow_cfg.reweigh == "snr":
-        weights = losses.frame_weights(t, kappa=flow_cfg.kappa, snr_clip=flow_cfg.snr_clip,
-                                       decay=flow_cfg.snr_decay, fused=flow_cfg.fused_snr)
+        weights = losses.frame_weights(
+            t, kappa=flow_cfg.kappa, snr_clip=flow_cfg.snr_clip, decay=flow_cfg.snr_decay, fused=flow_cfg.fused_snr
+        )
     else:
         weights = jnp.ones((b, f), jnp.float32)
     return x_t, mask, t, weights
@@ -46,23 +49,35 @@ def make_loss_fn(model, cfg):
     """
     masked_head = bool(cfg.model.get("masked_head", False))
     if masked_head and not cfg.flow.mask_ce:
-        raise ValueError("config.model.masked_head=True evaluates the head at masked positions only, but "
-                         "config.flow.mask_ce=False puts every position in the loss: set one of them differently")
+        raise ValueError(
+            "config.model.masked_head=True evaluates the head at masked positions only, but "
+            "config.flow.mask_ce=False puts every position in the loss: set one of them differently"
+        )
     fraction = float(cfg.model.get("masked_head_chunk", 0.25))
 
     def loss_fn(params, micro):
         if masked_head:
-            feats = model.apply({"params": params}, micro["x_t"], micro["t"], actions=micro.get("actions"),
-                                features_only=True)
+            feats = model.apply(
+                {"params": params}, micro["x_t"], micro["t"], actions=micro.get("actions"), features_only=True
+            )
             b, f, h, w = micro["x_t"].shape
             chunk = losses.masked_head_chunk(fraction, f * h * w // model.patch**2)
-            return losses.masked_head_cross_entropy(feats, params["head"]["kernel"], params["head"]["bias"],
-                                                    micro["tokens"], micro["mask"], micro["weights"],
-                                                    patch=model.patch, vocab_size=model.vocab_size, chunk=chunk,
-                                                    dtype=model.dtype)
+            return losses.masked_head_cross_entropy(
+                feats,
+                params["head"]["kernel"],
+                params["head"]["bias"],
+                micro["tokens"],
+                micro["mask"],
+                micro["weights"],
+                patch=model.patch,
+                vocab_size=model.vocab_size,
+                chunk=chunk,
+                dtype=model.dtype,
+            )
         logits = model.apply({"params": params}, micro["x_t"], micro["t"], actions=micro.get("actions"))
-        return losses.masked_cross_entropy(logits, micro["tokens"], micro["mask"], micro["weights"],
-                                           mask_ce=cfg.flow.mask_ce)
+        return losses.masked_cross_entropy(
+            logits, micro["tokens"], micro["mask"], micro["weights"], mask_ce=cfg.flow.mask_ce
+        )
 
     return loss_fn
 
@@ -106,8 +121,10 @@ def make_train_step(model, cfg, mask_id):
         (g_sum, m_sum), _ = jax.lax.scan(body, init, micro)
         grads = jax.tree.map(lambda x: x / total, g_sum)
         count = jnp.sum(full["mask"].astype(jnp.float32))
-        metrics = {"accuracy": m_sum["correct"] / jnp.maximum(count, 1.0),
-                   "masked_fraction": jnp.mean(full["mask"].astype(jnp.float32))}
+        metrics = {
+            "accuracy": m_sum["correct"] / jnp.maximum(count, 1.0),
+            "masked_fraction": jnp.mean(full["mask"].astype(jnp.float32)),
+        }
         return m_sum["loss"] / total, metrics, grads
 
     def train_step(state: TrainState, batch):
@@ -117,8 +134,9 @@ def make_train_step(model, cfg, mask_id):
         loss, metrics, grads = grads_and_metrics(state.params, full)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        ema = ema_update(state.ema_params, params,
-                         ema_decay_at(state.step, cfg.train.ema_decay, cfg.train.get("ema_warmup", False)))
+        ema = ema_update(
+            state.ema_params, params, ema_decay_at(state.step, cfg.train.ema_decay, cfg.train.get("ema_warmup", False))
+        )
         metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads), lr=schedule(state.step))
         new_state = state.replace(step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state)
         return new_state, metrics
