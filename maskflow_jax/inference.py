@@ -224,21 +224,6 @@ def save_gif(path, video, fps=8):
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
 
 
-def save_mp4(path, video, fps=8):
-    """video uint8 (T, H, W, 3) -> H.264/MPEG-4 file (needs the [video] extra, PyAV)."""
-    import av  # noqa: PLC0415
-
-    with av.open(path, "w") as out:
-        stream = out.add_stream("mpeg4", rate=fps)
-        stream.height, stream.width = video.shape[1:3]
-        stream.pix_fmt = "yuv420p"
-        for frame in video:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.asarray(frame), format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-
-
 def save_frame_grid(path, video, every=1, columns=16):
     """video uint8 (T, H, W, 3) -> one PNG of every `every`-th frame in rows of `columns`."""
     from PIL import Image  # noqa: PLC0415
