@@ -43,19 +43,8 @@ def bench(size, vocab, grid, frames, batch, repeats, train=True):
         fwd = jax.jit(lambda p, x, s: trainer.model.apply({"params": p}, x, s))
         gflop = latte_forward_gflop(batch, frames, grid, spec.hidden, spec.depth, vocab)
         sec = timeit(fwd, state.params, tokens, t, repeats=repeats)
-        rows.append(
-            {
-                "what": "forward",
-                "size": size,
-                "V": vocab,
-                "grid": grid,
-                "F": frames,
-                "B": batch,
-                "seconds": sec,
-                "gflop": gflop,
-                "gflops": gflop / sec,
-            }
-        )
+        shape = {"size": size, "V": vocab, "grid": grid, "F": frames, "B": batch}
+        rows.append({"what": "forward", **shape, "seconds": sec, "gflop": gflop, "gflops": gflop / sec})
         if train:
             batch_in = {"tokens": jax.device_put(tokens, trainer.batch_sharding)}
             holder = {"s": state}
@@ -65,19 +54,7 @@ def bench(size, vocab, grid, frames, batch, repeats, train=True):
                 return m["loss"]
 
             sec = timeit(step, repeats=repeats)
-            rows.append(
-                {
-                    "what": "train_step",
-                    "size": size,
-                    "V": vocab,
-                    "grid": grid,
-                    "F": frames,
-                    "B": batch,
-                    "seconds": sec,
-                    "gflop": 3 * gflop,
-                    "gflops": 3 * gflop / sec,
-                }
-            )
+            rows.append({"what": "train_step", **shape, "seconds": sec, "gflop": 3 * gflop, "gflops": 3 * gflop / sec})
     return rows
 
 
