@@ -88,6 +88,7 @@ def get_base():
     m.num_actions = 3  # DMLab action codes (left, right, forward); the top-down world has 5
     m.action_align = "after"  # frame f gets actions[f] (the move after it) | cause: actions[f - 1] (the move into it)
     m.head_init_std = 0.0  # output head init: 0 = zeros (the release, adaLN-Zero) | std of N(0, std^2)
+    m.rope = "none"  # none (the paper: absolute sin-cos only) | spatial | spatiotemporal: rotary q/k embeddings
     m.dtype = "float32"  # compute dtype: float32 | bfloat16 | float16 | auto (bfloat16 on GPU/TPU, float32 on CPU)
     m.param_dtype = "float32"  # parameter dtype (float32 keeps parameters and Adam state fp32 under bf16)
     m.attention = "auto"  # auto (cudnn on NVIDIA GPUs where it can, else xla; einsum on CPU) | xla | cudnn | einsum
@@ -100,7 +101,7 @@ def get_base():
     # --- flow (discrete flow matching, docs/method.md §2) ---------------------------------------------------
     c.flow = f = ml_collections.ConfigDict()
     f.kappa = "sigmoid"  # kappa schedule: sigmoid | linear | cosine | cubic | quadratic | root | sine | arccos | arcsin
-    f.noise_level = "random_all"  # per-frame t: random_all | constant | dynamic (paper); prefix_shared | prefix_iid
+    f.noise_level = "random_all"  # random_all | constant | dynamic (paper); prefix_shared | prefix_iid | prefix_masked
     f.prefix_prob = 0.5  # prefix_*: share of clips with a clean prefix (maskflow_jax/flow/corruption.py)
     f.sampling_eps = 1e-3  # t ~ U[eps, 1)
     f.reweigh = "snr"  # frame weights: snr | none

@@ -7,7 +7,7 @@ from maskflow_jax.errors import ConfigError
 from maskflow_jax.eval import i3d
 from maskflow_jax.eval.protocols import BASELINES, PROTOCOLS, get_protocol
 from maskflow_jax.flow import corruption
-from maskflow_jax.models.latte import DTYPE_CHOICES, PRESETS, resolve_dtype
+from maskflow_jax.models.latte import ACTION_ALIGNS, DTYPE_CHOICES, PRESETS, ROPE_CHOICES, resolve_dtype
 from maskflow_jax.models.layers import ATTENTION_CHOICES, resolve_attention
 from maskflow_jax.tokenizer.api import UINT8_RULES
 from maskflow_jax.tokenizer.model import check_tokenizer_config, valid_sizes
@@ -102,7 +102,8 @@ def validate(cfg, num_devices=None):
             "model.num_actions",
             f"got {m.num_actions}, but data.name={d.name!r} records {codes} action codes: set it to {codes}",
         )
-    _one_of(m.get("action_align", "after"), "model.action_align", ("after", "cause"))
+    _one_of(m.get("action_align", "after"), "model.action_align", ACTION_ALIGNS)
+    _one_of(m.get("rope", "none"), "model.rope", ROPE_CHOICES)
     _check(m.get("head_init_std", 0.0) >= 0, "model.head_init_std", f"got {m.get('head_init_std')}; 0 (zeros) or a std")
 
     _one_of(f.kappa, "flow.kappa", KAPPAS)

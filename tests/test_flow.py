@@ -98,7 +98,8 @@ def test_only_masked_positions_contribute_and_normalisation_is_global():
 @pytest.mark.parametrize("mode", corruption.PREFIX_NOISE_LEVELS)
 def test_prefix_mixtures_distribution(mode):
     """prefix_*: a share prefix_prob of clips has a clean prefix of L ~ U{1..F-1} frames (t = 1), then
-    frames at one shared t (prefix_shared) or i.i.d. t (prefix_iid); the other clips are random_all."""
+    frames at one shared t (prefix_shared), i.i.d. t (prefix_iid) or fully masked at t = eps
+    (prefix_masked); the other clips are random_all."""
     b, f, p = 20000, 8, 0.3
     t = np.asarray(corruption.sample_times(jax.random.key(0), b, f, mode=mode, prefix_prob=p))
     clean = t == corruption.CLEAN
@@ -114,13 +115,16 @@ def test_prefix_mixtures_distribution(mode):
     np.testing.assert_allclose(share, np.full(f - 1, 1 / (f - 1)), atol=0.02)  # uniform
     rest = [t[i, lengths[i] :] for i in np.nonzero(has_prefix)[0][:2000]]
     spread = np.array([r.max() - r.min() for r in rest if len(r) > 1])
-    if mode == "prefix_shared":
-        assert spread.max() == 0.0  # one t for every frame after the prefix
-    else:
-        assert spread.mean() > 0.2  # i.i.d. frames differ
     after = np.concatenate(rest)
-    assert after.min() >= 1e-3 and after.max() < 1.0
-    assert abs(after.mean() - 0.5) < 0.02 and abs(np.mean(after < 0.25) - 0.25) < 0.02  # ~U[eps, 1)
+    if mode == "prefix_masked":
+        np.testing.assert_allclose(after, 1e-3)  # every frame after the prefix at t = eps: all masked
+    else:
+        if mode == "prefix_shared":
+            assert spread.max() == 0.0  # one t for every frame after the prefix
+        else:
+            assert spread.mean() > 0.2  # i.i.d. frames differ
+        assert after.min() >= 1e-3 and after.max() < 1.0
+        assert abs(after.mean() - 0.5) < 0.02 and abs(np.mean(after < 0.25) - 0.25) < 0.02  # ~U[eps, 1)
     free = t[~has_prefix]  # random_all: i.i.d. per frame
     assert abs(free.mean() - 0.5) < 0.01 and float(np.std(free, axis=1).mean()) > 0.2
 

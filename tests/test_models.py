@@ -247,3 +247,40 @@ def test_bcast_mul_gradient_sums_over_broadcast_axes():
         atol=1e-5,
         rtol=1e-5,
     )
+
+
+def test_rope_scores_depend_on_the_offset_only_and_none_is_the_paper_model():
+    dh = 8
+    pos = layers.grid_positions(4, 4)
+    tables = layers.rope_tables(dh, pos)
+    assert tables[0].shape == (16, dh // 2)
+    q = jax.random.normal(jax.random.key(0), (1, 1, 1, dh))
+    k = jax.random.normal(jax.random.key(1), (1, 1, 1, dh))
+    # The same query and key at every position: the score of (i, j) is a function of pos_j - pos_i.
+    qr = layers.apply_rope(jnp.broadcast_to(q, (1, 16, 1, dh)), tables)
+    kr = layers.apply_rope(jnp.broadcast_to(k, (1, 16, 1, dh)), tables)
+    s = np.asarray(jnp.einsum("mlhk,mjhk->lj", qr, kr))
+    by_offset = {}
+    for i in range(16):
+        for j in range(16):
+            by_offset.setdefault(tuple(pos[j] - pos[i]), []).append(s[i, j])
+    assert len(by_offset) == 49
+    assert max(np.ptp(v) for v in by_offset.values()) < 1e-5
+    assert np.ptp([v[0] for v in by_offset.values()]) > 0.1  # ... and it does depend on the offset
+    # Rotation keeps norms; a position-0 vector is unrotated.
+    np.testing.assert_allclose(np.linalg.norm(qr, axis=-1), np.linalg.norm(q), rtol=1e-5)
+    np.testing.assert_allclose(qr[0, 0], q[0, 0], rtol=1e-6)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        layers.rope_tables(6, pos)
+
+    tokens, t = _inputs()
+    plain, rotary = _model(), _model(rope="spatiotemporal")
+    params = _perturbed_params(plain, tokens, t)
+    # Same parameters (rope adds none); "none" is the absolute-embedding model, rope changes the function.
+    assert jax.tree.map(jnp.shape, params) == jax.tree.map(
+        jnp.shape, nn.meta.unbox(rotary.init(jax.random.key(0), tokens, t)["params"])
+    )
+    a, b = plain.apply({"params": params}, tokens, t), rotary.apply({"params": params}, tokens, t)
+    assert float(jnp.abs(a - b).max()) > 1e-3
+    with pytest.raises(ValueError, match="config.model.rope"):
+        _model(rope="rotary").init(jax.random.key(0), tokens, t)

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from maskflow_jax.flow.schedules import kappa
 
 PAPER_NOISE_LEVELS = ("random_all", "constant", "dynamic")  # the paper's and the release's
-PREFIX_NOISE_LEVELS = ("prefix_shared", "prefix_iid")  # beyond the paper: clean prefixes (sampling setup)
+PREFIX_NOISE_LEVELS = ("prefix_shared", "prefix_iid", "prefix_masked")  # beyond the paper: clean prefixes
 NOISE_LEVELS = PAPER_NOISE_LEVELS + PREFIX_NOISE_LEVELS
 CLEAN = 1.0  # the time of a clean frame (kappa(1) = 1: nothing masked)
 
@@ -29,6 +29,10 @@ def sample_times(rng, batch, frames, mode="random_all", eps=1e-3, dynamic_prob=0
                    setup every sampling chunk starts from (clean context, the rest masked at one level),
                    which random_all draws for ~1 % of frames.
     prefix_iid:    as prefix_shared, but the frames after the prefix draw i.i.d. t ~ U[eps, 1).
+    prefix_masked: as prefix_shared, but every frame after the prefix is at t = eps (all its tokens
+                   masked): exactly the input of the first MGM / FM step of a chunk, where the model
+                   must predict from the clean past alone (with partly visible later frames it can
+                   copy from them instead, and random_all rewards that).
     """
     if mode not in NOISE_LEVELS:
         raise ValueError(
@@ -53,7 +57,12 @@ def sample_times(rng, batch, frames, mode="random_all", eps=1e-3, dynamic_prob=0
     has_prefix = jax.random.uniform(k_coin, (batch, 1)) < prefix_prob
     length = jax.random.randint(jax.random.fold_in(k_coin, 1), (batch, 1), 1, frames)  # L in [1, F - 1]
     in_prefix = jnp.arange(frames)[None, :] < length
-    rest = per_frame if mode == "prefix_iid" else jnp.broadcast_to((1 - eps) * u + eps, (batch, frames))
+    if mode == "prefix_iid":
+        rest = per_frame
+    elif mode == "prefix_masked":
+        rest = jnp.full((batch, frames), eps, jnp.float32)
+    else:
+        rest = jnp.broadcast_to((1 - eps) * u + eps, (batch, frames))
     return jnp.where(has_prefix, jnp.where(in_prefix, CLEAN, rest), per_frame)
 
 

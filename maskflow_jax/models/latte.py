@@ -24,10 +24,12 @@ import numpy as np
 from maskflow_jax.models.layers import (
     AdaLNBlock,
     TimestepEmbedder,
+    grid_positions,
     layer_norm,
     modulate,
     part,
     resolve_attention,
+    rope_tables,
     sincos_1d,
     sincos_2d,
     xavier,
@@ -45,6 +47,7 @@ PRESETS = {
 }
 VOCAB_PAD = 64
 ACTION_ALIGNS = ("after", "cause")
+ROPE_CHOICES = ("none", "spatial", "spatiotemporal")  # config.model.rope
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 DTYPE_CHOICES = ("auto",) + tuple(DTYPES)  # config.model.dtype
 
@@ -70,7 +73,9 @@ class BlockPair(nn.Module):
     """A spatial adaLN-Zero block over the N patches of each frame, then a temporal one over the F
     frames of each patch position: x (B, F, N, D) -> (B, F, N, D). `first` (scalar, 1 for the first
     pair) gates the temporal sin-cos embedding (added once, docs/method.md §5.3). Returns (x, None) so the
-    same module serves a Python loop and `nn.scan`."""
+    same module serves a Python loop and `nn.scan`. `rope` (beyond the paper, `Latte`): "spatial" rotates
+    the spatial blocks' queries and keys by the patch's (row, column) on the `grid` (gh, gw),
+    "spatiotemporal" also the temporal blocks' by the frame index."""
 
     heads: int
     mlp_ratio: float
@@ -78,9 +83,17 @@ class BlockPair(nn.Module):
     remat: bool = False
     remat_policy: str = "nothing"
     attention: str = "einsum"
+    rope: str = "none"
+    grid: tuple = ()
 
     @nn.compact
     def __call__(self, x, first, c_spatial, c_temporal, temp_embed):
+        dh = x.shape[-1] // self.heads
+        rope_s = rope_t = None
+        if self.rope in ("spatial", "spatiotemporal"):
+            rope_s = tuple(jnp.asarray(a) for a in rope_tables(dh, grid_positions(*self.grid)))
+        if self.rope == "spatiotemporal":
+            rope_t = tuple(jnp.asarray(a) for a in rope_tables(dh, np.arange(x.shape[1])[:, None]))
         block = AdaLNBlock
         if self.remat:
             if self.remat_policy not in REMAT_POLICIES:
@@ -89,11 +102,11 @@ class BlockPair(nn.Module):
                 )
             name = REMAT_POLICIES[self.remat_policy]
             block = nn.remat(AdaLNBlock, policy=getattr(jax.checkpoint_policies, name) if name else None)
-        x = block(self.heads, self.mlp_ratio, self.dtype, self.attention, name="spatial")(x, c_spatial)
+        x = block(self.heads, self.mlp_ratio, self.dtype, self.attention, name="spatial")(x, c_spatial, rope_s)
         x = x.transpose(0, 2, 1, 3)  # (B, N, F, D)
         x = nn.with_logical_constraint(x, (ax.BATCH, ax.SEQ, ax.FRAMES, ax.EMBED))
         x = x + temp_embed * first
-        x = block(self.heads, self.mlp_ratio, self.dtype, self.attention, name="temporal")(x, c_temporal)
+        x = block(self.heads, self.mlp_ratio, self.dtype, self.attention, name="temporal")(x, c_temporal, rope_t)
         x = x.transpose(0, 2, 1, 3)  # (B, F, N, D)
         return nn.with_logical_constraint(x, (ax.BATCH, ax.FRAMES, ax.SEQ, ax.EMBED)), None
 
@@ -142,7 +155,12 @@ class Latte(nn.Module):
     actions (B, F) in the data's convention `actions[f]` = the move taken after frame f: "after"
     embeds actions[f]; "cause" embeds actions[f - 1], the move that produced frame f, and a learnt
     "no action" id (num_actions) for frame 0), attention (the resolved implementation: einsum | xla |
-    cudnn, see layers.resolve_attention).
+    cudnn, see layers.resolve_attention), rope ("none" = the paper's absolute sin-cos embeddings only;
+    beyond the paper, "spatial" adds rotary embeddings of the patch's (row, column) to the spatial
+    attention, "spatiotemporal" also of the frame index to the temporal attention: `BlockPair`. With a
+    rotary spatial attention a query that is the same at every patch, such as the per-frame adaLN shift
+    carrying an action, selects a relative offset; with absolute embeddings only it can only favour
+    absolute positions, so an action-dependent move of the view is hard to express).
 
     Call: (tokens (B, F, H, W), t (B, F)[, actions (B, F)]) -> float32 logits (B, F, H, W, V); with
     features_only=True, the final adaLN-modulated patch features (B, F, N, D) in the compute dtype,
@@ -164,6 +182,7 @@ class Latte(nn.Module):
     scan: bool = False
     head_init_std: float = 0.0
     action_align: str = "after"
+    rope: str = "none"
     attention: str = "einsum"
 
     @nn.compact
@@ -236,7 +255,11 @@ class Latte(nn.Module):
             remat=self.remat,
             remat_policy=self.remat_policy,
             attention=self.attention,
+            rope=self.rope,
+            grid=(gh, gw),
         )
+        if self.rope not in ROPE_CHOICES:
+            raise ValueError(f"config.model.rope={self.rope!r}: expected one of {list(ROPE_CHOICES)}")
         if self.scan:  # one compiled pair, parameters stacked over a leading "layers" axis
             scanned = nn.scan(
                 BlockPair,
@@ -324,4 +347,5 @@ def make_denoiser(model_cfg, vocab_size, frames=None, grid=None):
         scan=bool(model_cfg.get("scan_blocks", False)),
         head_init_std=float(model_cfg.get("head_init_std", 0.0)),
         action_align=model_cfg.get("action_align", "after"),
+        rope=model_cfg.get("rope", "none"),
     )

@@ -41,6 +41,41 @@ def sincos_2d(dim, grid_h, grid_w):
     return np.concatenate([sincos_1d(dim // 2, cols.reshape(-1)), sincos_1d(dim // 2, rows.reshape(-1))], axis=1)
 
 
+ROPE_BASE = 100.0  # rotary base: grids and clips are tens of positions long, so the fast frequencies matter
+
+
+def rope_tables(head_dim, positions):
+    """Rotary position tables for integer positions (L, A) on A axes (A = 1: frames, 2: grid rows and
+    columns): (cos, sin), each (L, head_dim / 2) float32. The head dim's pairs are split evenly over the
+    axes; axis a's pairs rotate by pos_a * ROPE_BASE^(-k / n) for k < n = head_dim / (2 A)."""
+    positions = np.asarray(positions, np.float64)
+    n_axes = positions.shape[1]
+    if head_dim % (2 * n_axes):
+        raise ValueError(
+            f"rotary embedding over {n_axes} axes needs a head dim (config.model.hidden / config.model.heads) "
+            f"divisible by {2 * n_axes}; got {head_dim}"
+        )
+    n = head_dim // (2 * n_axes)
+    omega = ROPE_BASE ** (-np.arange(n, dtype=np.float64) / n)
+    angles = np.concatenate([positions[:, a : a + 1] * omega[None] for a in range(n_axes)], axis=1)
+    return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+
+
+def grid_positions(grid_h, grid_w):
+    """(row, column) of each of the N = grid_h * grid_w patches, row-major: (N, 2)."""
+    rows, cols = np.meshgrid(np.arange(grid_h), np.arange(grid_w), indexing="ij")
+    return np.stack([rows.reshape(-1), cols.reshape(-1)], axis=1)
+
+
+def apply_rope(x, tables):
+    """Rotates x (M, L, heads, dh) by the tables (cos, sin) of `rope_tables` (L, dh / 2): the pair
+    (x[..., k], x[..., k + dh/2]) turns by angle k. Computed in float32, returned in x's dtype."""
+    cos, sin = (jnp.asarray(t)[None, :, None, :] for t in tables)
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+
+
 def timestep_features(t, dim=256, max_period=10000.0):
     """DiT sinusoid with cos first, t in [0, 1] not rescaled (docs/method.md §5.2, §11): (..., dim)."""
     half = dim // 2
@@ -159,14 +194,15 @@ def modulate(x, shift, scale):
 
 class Attention(nn.Module):
     """Full bidirectional multi-head attention over the L axis of x (..., L, D); qkv and proj with bias.
-    impl: "einsum" | "xla" | "cudnn" (already resolved, see `resolve_attention`)."""
+    impl: "einsum" | "xla" | "cudnn" (already resolved, see `resolve_attention`). `rope`: None, or the
+    (cos, sin) tables of `rope_tables` for the L positions, applied to queries and keys."""
 
     heads: int
     dtype: jnp.dtype = jnp.float32
     impl: str = "einsum"
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, rope=None):
         lead, (seq, d) = x.shape[:-2], x.shape[-2:]
         x = x.reshape(-1, seq, d)  # (M, L, D)
         dh = d // self.heads
@@ -184,6 +220,8 @@ class Attention(nn.Module):
         q, k, v = (
             nn.with_logical_constraint(proj(n), (ax.BATCH, None, ax.HEADS, ax.KV)) for n in ("query", "key", "value")
         )
+        if rope is not None:
+            q, k = apply_rope(q, rope), apply_rope(k, rope)
         out = attention(q, k, v, self.impl)  # (M, L, heads, dh); scale dh^-1/2
         out = nn.Einsum(
             (self.heads, dh, d),
@@ -325,6 +363,7 @@ class AdaLNBlock(nn.Module):
 
     c: conditioning broadcastable to (M, L, D) after the 6D projection, e.g. (M, 1, D) for a
     spatial block (one vector per frame) or (M, L, D) for a temporal block (one per frame).
+    rope: None or rotary tables for the L positions (`Attention`).
     """
 
     heads: int
@@ -333,7 +372,7 @@ class AdaLNBlock(nn.Module):
     attention: str = "einsum"
 
     @nn.compact
-    def __call__(self, x, c):
+    def __call__(self, x, c, rope=None):
         d = x.shape[-1]
         mod = nn.Dense(
             6 * d,
@@ -347,7 +386,7 @@ class AdaLNBlock(nn.Module):
         x = fusion_barrier(x)  # x: the residual stream, float32 whatever the compute dtype
         x = x + bcast_mul(
             Attention(self.heads, dtype=self.dtype, impl=self.attention, name="attn")(
-                modulate(layer_norm(x).astype(self.dtype), shift_msa, scale_msa)
+                modulate(layer_norm(x).astype(self.dtype), shift_msa, scale_msa), rope
             ),
             gate_msa,
         )
