@@ -104,6 +104,16 @@ def validate(cfg, num_devices=None):
         )
     _one_of(m.get("action_align", "after"), "model.action_align", ACTION_ALIGNS)
     _one_of(m.get("rope", "none"), "model.rope", ROPE_CHOICES)
+    if (
+        m.get("rope", "none") != "none" and m.size in PRESETS
+    ):  # 2-D rotary: the head dim's pairs split over rows, columns
+        _, hidden, heads = PRESETS[m.size]
+        head_dim = (m.hidden or hidden) // (m.heads or heads)
+        _check(
+            head_dim % 4 == 0,
+            "model.rope",
+            f"needs a head dim (model.hidden / model.heads) divisible by 4; got {head_dim}",
+        )
     _check(m.get("head_init_std", 0.0) >= 0, "model.head_init_std", f"got {m.get('head_init_std')}; 0 (zeros) or a std")
 
     _one_of(f.kappa, "flow.kappa", KAPPAS)

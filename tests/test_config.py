@@ -68,6 +68,18 @@ def test_topdown_actions_need_its_five_action_codes():
         validate(cfg, num_devices=4)
 
 
+def test_rope_choice_and_head_dim_are_validated():
+    cfg = topdown.get_config()
+    cfg.model.rope = "rotary"
+    with pytest.raises(ConfigError, match=r"config.model.rope"):
+        validate(cfg, num_devices=4)
+    cfg.model.rope, cfg.model.hidden, cfg.model.heads = "spatial", 120, 4  # head dim 30
+    with pytest.raises(ConfigError, match=r"config.model.rope.*divisible by 4; got 30"):
+        validate(cfg, num_devices=4)
+    cfg.model.hidden = 128
+    validate(cfg, num_devices=4)
+
+
 def test_every_base_field_has_a_comment():
     source = (ROOT / "configs" / "base.py").read_text()
     body = source.split("def get_base():")[1].split("\ndef ")[0]

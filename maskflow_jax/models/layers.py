@@ -37,8 +37,8 @@ def sincos_1d(dim, positions):
 def sincos_2d(dim, grid_h, grid_w):
     """MAE 2-D sin-cos embedding (N = grid_h * grid_w row-major, dim): the first dim/2 channels
     encode the column index, the last dim/2 the row index (docs/method.md §5.2)."""
-    rows, cols = np.meshgrid(np.arange(grid_h), np.arange(grid_w), indexing="ij")
-    return np.concatenate([sincos_1d(dim // 2, cols.reshape(-1)), sincos_1d(dim // 2, rows.reshape(-1))], axis=1)
+    rows, cols = grid_positions(grid_h, grid_w).T
+    return np.concatenate([sincos_1d(dim // 2, cols), sincos_1d(dim // 2, rows)], axis=1)
 
 
 ROPE_BASE = 100.0  # rotary base: grids and clips are tens of positions long, so the fast frequencies matter
