@@ -86,7 +86,7 @@ def get_base():
     m.time_cond = True  # False = timestep-independent model (t is zeroed, docs/method.md §5.2)
     m.action_cond = False  # add a per-frame action embedding to the time embedding
     m.num_actions = 3  # DMLab action codes (left, right, forward); the top-down world has 5
-    m.action_align = "after"  # frame f gets actions[f] (the move after it) | cause: actions[f - 1] (the move into it)
+    m.action_align = "after"  # frame f gets actions[f] (the move after it) | cause: actions[f - 1] | both: the sum
     m.head_init_std = 0.0  # output head init: 0 = zeros (the release, adaLN-Zero) | std of N(0, std^2)
     m.rope = "none"  # none (the paper: absolute sin-cos only) | spatial | spatiotemporal: rotary q/k embeddings
     m.dtype = "float32"  # compute dtype: float32 | bfloat16 | float16 | auto (bfloat16 on GPU/TPU, float32 on CPU)
@@ -127,7 +127,6 @@ def get_base():
     s.guidance_steps = 20  # steps that use guidance
     s.parity_count_context = False  # release parity: unmask schedule counts context tokens
     s.parity_allow_mask = False  # release parity: MASK may be sampled as a token
-    s.preset = "chunk"  # rollout kind (label; set with the preset=... variant): chunk | ar | full
     s.context = 2  # m: context frames
     s.stride = 14  # s: new frames kept per chunk
     s.horizon = 160  # L: frames to generate in total (including the context)
@@ -152,7 +151,6 @@ def get_base():
     tr.log_every = 100  # steps between metric lines (stdout, JSONL, TensorBoard)
     tr.ckpt_every = 5000  # steps between checkpoints
     tr.keep_checkpoints = 3  # checkpoints kept on disk
-    tr.sample_every = 50_000  # steps between in-training samples (0 = off)
 
     # --- eval -------------------------------------------------------------------------------------
     c.eval = e = ml_collections.ConfigDict()
@@ -173,7 +171,6 @@ def get_base():
 
     # --- mesh (see maskflow_jax/parallel) ---------------------------------------------------------
     c.mesh = ml_collections.ConfigDict()
-    c.mesh.preset = "dp"  # label of the sharding preset set by the mesh=... variant: dp | fsdp | fsdp_tp
     c.mesh.shape = (-1, 1, 1)  # devices per axis; exactly one -1 takes the remaining devices
     c.mesh.axes = ("data", "fsdp", "tensor")  # mesh axis names
     c.mesh.rules = (  # logical axis -> mesh axes (see maskflow_jax/parallel/axes.py)
@@ -246,7 +243,6 @@ def set_rollout_preset(c, preset):
         c.sampling.context, c.sampling.stride, c.sampling.horizon = 2, frames - 2, frames
     else:
         raise ValueError(f"variant preset={preset!r}: expected chunk, ar or full")
-    c.sampling.preset = preset
 
 
 # Logical -> mesh rules per sharding preset. The batch is always split over data x fsdp.
@@ -278,7 +274,6 @@ def set_mesh_preset(c, preset, tensor=2):
     shape, rules = MESH_PRESETS[preset]
     if preset == "fsdp_tp":
         shape = (1, -1, tensor)
-    c.mesh.preset = preset
     c.mesh.shape = shape
     c.mesh.rules = rules
 

@@ -34,8 +34,7 @@ def get_config(arg=None):
     c.model.dtype = "auto"  # bfloat16 on accelerators (fp32 params, Adam state and loss), float32 on CPU
     c.train.steps = 400_000
 
-    c.sampling.preset = "ar"
-    c.sampling.context = 35
+    c.sampling.context = 35  # autoregressive (the `preset=ar` layout): m = 35, s = 1
     c.sampling.stride = 1
     c.sampling.horizon = 360
     c.eval.protocol = "maskflow"

@@ -39,7 +39,6 @@ def get_config(arg=None):
     c.model.dtype = "auto"  # bfloat16 on accelerators (fp32 params, Adam state and loss), float32 on CPU
     c.train.steps = 400_000
 
-    c.sampling.preset = "chunk"
     c.sampling.context = 2
     c.sampling.stride = 14
     c.sampling.horizon = 160
@@ -65,7 +64,7 @@ def set_smoke(c):
     c.model.size, c.model.hidden, c.model.depth, c.model.heads = "tiny", 64, 2, 2
     c.model.dtype = "float32"  # bfloat16 matmuls are slow on CPUs
     c.train.steps, c.train.lr, c.train.warmup_steps, c.train.ema_decay = 30, 5e-4, 0, 0.99
-    c.train.log_every, c.train.ckpt_every, c.train.sample_every = 10, 15, 0
+    c.train.log_every, c.train.ckpt_every = 10, 15
     c.sampling.steps, c.sampling.context, c.sampling.stride, c.sampling.horizon = 4, 2, 6, 16
     c.sampling.batch_size = 2
     c.eval.num_videos, c.eval.horizons, c.eval.batch_size = 4, (2,), 4  # eval clips need >= 16 frames

@@ -53,9 +53,7 @@ def get_config(arg=None):
     )
     c.train.log_every = 50
     c.train.ckpt_every = 250
-    c.train.sample_every = 0
 
-    c.sampling.preset = "chunk"
     # MaskGIT's annealed Gumbel confidence: with greedy confidence this small model commits the tokens
     # of the previous frame first and the camera freezes after a few frames.
     c.sampling.randomize = "linear"

@@ -66,12 +66,10 @@ def get_config(arg=None):
     c.train.ema_warmup = True  # EMA decay min(0.995, (1 + step) / (10 + step)) for a short run
     c.train.log_every = 50  # steps between metric lines
     c.train.ckpt_every = 250  # steps between checkpoints
-    c.train.sample_every = 0  # no in-training samples
 
-    c.sampling.preset = "chunk"  # chunk-wise rollouts: m = 2 context frames, 14 new frames per chunk
     c.sampling.randomize = "linear"  # MGM confidence log p + annealed Gumbel noise
     c.sampling.steps = 12  # MGM steps (NFE) per chunk
-    c.sampling.context = 2  # m
+    c.sampling.context = 2  # m: chunk-wise rollouts, 2 context frames then 14 new frames per chunk
     c.sampling.stride = 14  # s
     c.sampling.horizon = 160  # 10x the clip length
     c.eval.protocol = "maze"  # held-out videos of the built-in world (another seed) as the reference

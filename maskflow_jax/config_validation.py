@@ -219,7 +219,6 @@ def validate(cfg, num_devices=None):
             f"got {tuple(ef.lengths)}; multiples of data.frames, each >= 1",
         )
 
-    _one_of(cfg.mesh.preset, "mesh.preset", ("dp", "fsdp", "fsdp_tp"))
     shape, axes = tuple(cfg.mesh.shape), tuple(cfg.mesh.axes)
     _check(
         len(shape) == len(axes), "mesh.shape", f"{shape} has {len(shape)} entries but mesh.axes={axes} has {len(axes)}"

@@ -217,3 +217,44 @@ def dict_replace(model_cfg, **kw):
     out = ml_collections.ConfigDict(model_cfg.to_dict())
     out.update(kw)
     return out
+
+
+def test_action_align_both_adds_the_move_out_of_and_into_each_frame():
+    """'both': frame f's conditioning is action_embed[actions[f]] + cause_embed[actions[f - 1]] (no-action id
+    for frame 0). Pinned by zeroing one table: the model then equals the 'after' / 'cause' model."""
+    cfg = tiny_config(model__action_cond=True, data__use_actions=True, model__action_align="both")
+    model = make_denoiser(cfg.model, cfg.tokenizer.n_embed + 1)
+    b, f, g, n = 2, cfg.data.frames, 4, cfg.model.num_actions
+    tokens, t = jnp.zeros((b, f, g, g), jnp.int32), jnp.ones((b, f))
+    params = nn.meta.unbox(model.init(jax.random.key(0), tokens, t, jnp.zeros((b, f), jnp.int32))["params"])
+    assert params["action_embed"]["embedding"].shape == (n, cfg.model.hidden)
+    assert params["cause_embed"]["embedding"].shape == (n + 1, cfg.model.hidden)
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    params = jax.tree.unflatten(tree, [x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+    a = jnp.asarray(np.random.default_rng(0).integers(0, n, (b, f)), jnp.int32)
+    for kept, align in (("action_embed", "after"), ("cause_embed", "cause")):
+        other = make_denoiser(dict_replace(cfg.model, action_align=align), cfg.tokenizer.n_embed + 1)
+        sub = {k: v for k, v in params.items() if k not in ("action_embed", "cause_embed")}
+        sub["action_embed"] = params[kept]
+        zeroed = dict(params)
+        drop = "cause_embed" if kept == "action_embed" else "action_embed"
+        zeroed[drop] = jax.tree.map(jnp.zeros_like, params[drop])
+        np.testing.assert_allclose(
+            model.apply({"params": zeroed}, tokens, t, actions=a),
+            other.apply({"params": sub}, tokens, t, actions=a),
+            atol=1e-5,
+        )
+    # both tables matter
+    shifted = a.at[:, 0].set((a[:, 0] + 1) % n)
+    assert (
+        float(
+            jnp.max(
+                jnp.abs(
+                    model.apply({"params": params}, tokens, t, actions=a)
+                    - model.apply({"params": params}, tokens, t, actions=shifted)
+                )
+            )
+        )
+        > 1e-3
+    )

@@ -46,7 +46,7 @@ PRESETS = {
     "XL": (28, 1152, 16),
 }
 VOCAB_PAD = 64
-ACTION_ALIGNS = ("after", "cause")
+ACTION_ALIGNS = ("after", "cause", "both")  # config.model.action_align
 ROPE_CHOICES = ("none", "spatial", "spatiotemporal")  # config.model.rope
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 DTYPE_CHOICES = ("auto",) + tuple(DTYPES)  # config.model.dtype
@@ -154,7 +154,9 @@ class Latte(nn.Module):
     zero gradients at the first steps), action_align (which action frame f is conditioned on, given
     actions (B, F) in the data's convention `actions[f]` = the move taken after frame f: "after"
     embeds actions[f]; "cause" embeds actions[f - 1], the move that produced frame f, and a learnt
-    "no action" id (num_actions) for frame 0), attention (the resolved implementation: einsum | xla |
+    "no action" id (num_actions) for frame 0; "both", beyond the paper, adds the two embeddings, from
+    separate tables, so a visible frame knows the move out of it and a masked one the move into it),
+    attention (the resolved implementation: einsum | xla |
     cudnn, see layers.resolve_attention), rope ("none" = the paper's absolute sin-cos embeddings only;
     beyond the paper, "spatial" adds rotary embeddings of the patch's (row, column) to the spatial
     attention, "spatiotemporal" also of the frame index to the temporal attention: `BlockPair`. With a
@@ -230,17 +232,21 @@ class Latte(nn.Module):
                 )
             if self.action_align not in ACTION_ALIGNS:
                 raise ValueError(f"config.model.action_align={self.action_align!r}: expected one of {ACTION_ALIGNS}")
-            table = self.num_actions
-            if self.action_align == "cause":  # frame f <- actions[f - 1]; frame 0 <- NO_ACTION = num_actions
-                actions = jnp.concatenate([jnp.full((b, 1), self.num_actions, actions.dtype), actions[:, :-1]], 1)
-                table += 1
-            c = c + nn.Embed(
-                table,
-                d,
-                embedding_init=part(nn.initializers.normal(0.02), ax.VOCAB, ax.EMBED),
-                param_dtype=self.param_dtype,
-                name="action_embed",
-            )(actions).astype(self.dtype)
+            after = actions  # frame f <- actions[f], the move taken after it
+            cause = jnp.concatenate([jnp.full((b, 1), self.num_actions, actions.dtype), actions[:, :-1]], 1)
+            embeds = {  # name -> (ids, table): "cause" has a learnt NO_ACTION = num_actions for frame 0
+                "after": [("action_embed", after, self.num_actions)],
+                "cause": [("action_embed", cause, self.num_actions + 1)],
+                "both": [("action_embed", after, self.num_actions), ("cause_embed", cause, self.num_actions + 1)],
+            }[self.action_align]
+            for name, ids, table in embeds:
+                c = c + nn.Embed(
+                    table,
+                    d,
+                    embedding_init=part(nn.initializers.normal(0.02), ax.VOCAB, ax.EMBED),
+                    param_dtype=self.param_dtype,
+                    name=name,
+                )(ids).astype(self.dtype)
         c = nn.with_logical_constraint(c, (ax.BATCH, ax.FRAMES, ax.EMBED))
         c_spatial = c[:, :, None, :]  # (B, F, 1, D): one vector per frame, broadcast over patches
         c_temporal = c[:, None, :, :]  # (B, 1, F, D): per-frame modulation inside temporal attention
