@@ -8,6 +8,10 @@ comment. Dataset configs (maze.py, dmlab.py, ffs.py) override fields and add var
 import ml_collections
 from ml_collections import config_dict
 
+from maskflow_jax.parallel.mesh import BATCH_MESH_AXES
+
+BATCH_RULE = ("batch", BATCH_MESH_AXES)  # the batch is always split over data x fsdp (parallel/mesh.py)
+
 
 def get_base():
     c = ml_collections.ConfigDict()
@@ -174,7 +178,7 @@ def get_base():
     c.mesh.shape = (-1, 1, 1)  # devices per axis; exactly one -1 takes the remaining devices
     c.mesh.axes = ("data", "fsdp", "tensor")  # mesh axis names
     c.mesh.rules = (  # logical axis -> mesh axes (see maskflow_jax/parallel/axes.py)
-        ("batch", ("data", "fsdp")),
+        BATCH_RULE,
         ("embed", "fsdp"),
         ("mlp", "tensor"),
         ("heads", "tensor"),
@@ -248,15 +252,15 @@ def set_rollout_preset(c, preset):
 # Logical -> mesh rules per sharding preset. The batch is always split over data x fsdp.
 MESH_PRESETS = {
     # Pure data parallel: every device holds all parameters and optimizer state.
-    "dp": ((-1, 1, 1), (("batch", ("data", "fsdp")),)),
+    "dp": ((-1, 1, 1), (BATCH_RULE,)),
     # FSDP / ZeRO-3: parameters, gradients and optimizer state split over fsdp along their
     # model-width (embed) or conv-output axis; gathered per layer by XLA.
-    "fsdp": ((1, -1, 1), (("batch", ("data", "fsdp")), ("embed", "fsdp"), ("conv_out", "fsdp"))),
+    "fsdp": ((1, -1, 1), (BATCH_RULE, ("embed", "fsdp"), ("conv_out", "fsdp"))),
     # FSDP plus tensor parallelism over heads, MLP width and vocabulary.
     "fsdp_tp": (
         (1, -1, 2),
         (
-            ("batch", ("data", "fsdp")),
+            BATCH_RULE,
             ("embed", "fsdp"),
             ("conv_out", "fsdp"),
             ("mlp", "tensor"),

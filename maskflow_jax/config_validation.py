@@ -6,15 +6,13 @@ from maskflow_jax.data import topdown
 from maskflow_jax.errors import ConfigError
 from maskflow_jax.eval import i3d
 from maskflow_jax.eval.protocols import BASELINES, PROTOCOLS, get_protocol
-from maskflow_jax.flow import corruption
+from maskflow_jax.flow import corruption, schedules
 from maskflow_jax.models.latte import ACTION_ALIGNS, DTYPE_CHOICES, PRESETS, ROPE_CHOICES, resolve_dtype
 from maskflow_jax.models.layers import ATTENTION_CHOICES, resolve_attention
+from maskflow_jax.parallel.mesh import BATCH_MESH_AXES
 from maskflow_jax.tokenizer.api import UINT8_RULES
 from maskflow_jax.tokenizer.model import check_tokenizer_config, valid_sizes
 from maskflow_jax.train.optimizer import LR_SCHEDULES
-
-KAPPAS = ("sigmoid", "linear", "cosine", "cubic", "quadratic", "root", "sine", "arccos", "arcsin")
-MODEL_SIZES = ("tiny", "S", "B", "L", "XL")
 
 
 def _check(cond, field, msg):
@@ -57,7 +55,7 @@ def validate(cfg, num_devices=None):
     _check(t.n_embed >= 2, "tokenizer.n_embed", f"got {t.n_embed}")
     _check(0 < t.beta, "tokenizer.beta", f"got {t.beta}; the commitment weight must be positive")
 
-    _one_of(m.size, "model.size", MODEL_SIZES)
+    _one_of(m.size, "model.size", tuple(PRESETS))
     if m.hidden is not None and m.heads is not None:
         _check(m.hidden % m.heads == 0, "model.hidden", f"{m.hidden} is not divisible by model.heads={m.heads}")
     if m.depth is not None:
@@ -116,7 +114,7 @@ def validate(cfg, num_devices=None):
         )
     _check(m.get("head_init_std", 0.0) >= 0, "model.head_init_std", f"got {m.get('head_init_std')}; 0 (zeros) or a std")
 
-    _one_of(f.kappa, "flow.kappa", KAPPAS)
+    _one_of(f.kappa, "flow.kappa", schedules.NAMES)
     _one_of(f.noise_level, "flow.noise_level", corruption.NOISE_LEVELS)
     _check(0.0 <= f.get("prefix_prob", 0.5) <= 1.0, "flow.prefix_prob", f"got {f.get('prefix_prob')}; a probability")
     _one_of(f.reweigh, "flow.reweigh", ("snr", "none"))
@@ -220,6 +218,13 @@ def validate(cfg, num_devices=None):
         )
 
     shape, axes = tuple(cfg.mesh.shape), tuple(cfg.mesh.axes)
+    batch_rule = [tuple(r[1]) if not isinstance(r[1], str) else (r[1],) for r in cfg.mesh.rules if r[0] == "batch"]
+    _check(
+        batch_rule == [BATCH_MESH_AXES],
+        "mesh.rules",
+        f"the 'batch' rule must be ('batch', {BATCH_MESH_AXES}) (the data loader splits the batch that way); "
+        f"got {batch_rule}",
+    )
     _check(
         len(shape) == len(axes), "mesh.shape", f"{shape} has {len(shape)} entries but mesh.axes={axes} has {len(axes)}"
     )
@@ -238,7 +243,7 @@ def validate(cfg, num_devices=None):
             "mesh.shape",
             f"{shape} covers {math.prod(full)} devices but {num_devices} are available; put -1 on one axis",
         )
-        batch_devices = math.prod(n for n, a in zip(full, axes) if a in ("data", "fsdp"))
+        batch_devices = math.prod(n for n, a in zip(full, axes) if a in BATCH_MESH_AXES)
         _check(
             d.batch_size % batch_devices == 0,
             "data.batch_size",

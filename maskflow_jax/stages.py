@@ -10,6 +10,8 @@ import time
 
 from absl import logging
 
+from maskflow_jax import files
+
 
 def marker_path(workdir, name):
     return os.path.join(workdir, "stages", f"{name}.json")
@@ -38,12 +40,7 @@ def run_stage(workdir, name, fn, *, is_main=True):
     result = dict(fn() or {})
     result["seconds"] = round(time.perf_counter() - start, 2)
     if is_main:
-        path = marker_path(workdir, name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=1, sort_keys=True)
-        os.replace(tmp, path)
+        files.write_json(marker_path(workdir, name), result, indent=1, sort_keys=True)
     logging.info("[%s] done in %.1f s: %s", name, result["seconds"], result.get("summary", ""))
     print(f"[{name}] done in {result['seconds']:.1f} s: {result.get('summary', '')}", flush=True)
     return result

@@ -143,6 +143,7 @@ def test_every_config_leaf_is_read_by_the_library():
         ("train.lr_schedule", "linear", "config.train.lr_schedule"),
         ("model.action_cond", True, "config.model.action_cond.*data.use_actions=True"),
         ("mesh.shape", (-1, -1, 1), "config.mesh.shape"),
+        ("mesh.rules", (("batch", "data"), ("embed", "fsdp")), "config.mesh.rules"),
         ("eval.num_videos", 25, r"config.eval.num_videos.*data.maze.num_test=24"),
     ],
 )

@@ -32,6 +32,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from maskflow_jax.data import dmlab, maze, procedural, records, topdown, video_folder
 from maskflow_jax.errors import DataError
+from maskflow_jax.parallel.mesh import BATCH_MESH_AXES
 
 # data.name values whose data.root is a folder (or .zip) of videos or frame folders.
 VIDEO_FOLDER_NAMES = ("ffs", "video_folder")
@@ -283,7 +284,7 @@ def make_eval_iterator(
     return iter(ds.to_iter_dataset(_read_options(data_cfg)))
 
 
-def to_global_batch(batch, mesh, batch_axes=("data", "fsdp")):
+def to_global_batch(batch, mesh, batch_axes=BATCH_MESH_AXES):
     """Per-host numpy batch -> global `jax.Array`s sharded along dim 0 over `batch_axes`.
 
     Axes missing from `mesh` are ignored (a 1-axis "data" mesh works). The global batch is the

@@ -9,11 +9,12 @@ where trajectory i depends only on (seed, i). Splits are written in the TECO/DML
 import argparse
 import io
 import json
-import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from maskflow_jax import files
 
 
 def save_npz(path, **arrays):
@@ -21,9 +22,10 @@ def save_npz(path, **arrays):
 
     Written to a temporary name and renamed, so a killed writer never leaves a truncated .npz.
     """
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+    with (
+        files.atomic_path(path) as tmp,
+        zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf,
+    ):
         for name, arr in arrays.items():
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
@@ -31,7 +33,6 @@ def save_npz(path, **arrays):
             buf = io.BytesIO()
             np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
             zf.writestr(info, buf.getvalue(), compresslevel=6)
-    os.replace(tmp, path)
 
 
 def split_marker(out_dir, split, world):
@@ -71,9 +72,9 @@ def write_split(world, out_dir, split, num, frames, seed, shard_size=100, **opti
             save_npz(path, video=video[j], actions=actions[j])
             paths.append(path)
     marker = split_marker(out_dir, split, world)
-    tmp = marker.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(marker_contents(world, num, frames, seed, shard_size, **options), sort_keys=True))
-    os.replace(tmp, marker)
+    files.write_text(
+        marker, json.dumps(marker_contents(world, num, frames, seed, shard_size, **options), sort_keys=True)
+    )
     return paths
 
 

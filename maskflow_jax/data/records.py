@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from absl import logging
 
+from maskflow_jax import files
 from maskflow_jax.data import dmlab
 from maskflow_jax.errors import DataError
 
@@ -263,9 +264,7 @@ def prepare_split(
         "skipped": skipped,
         "fingerprint": _jsonable(fingerprint),
     }
-    tmp = metadata_path(out_dir, split).with_suffix(".json" + tag)
-    tmp.write_text(json.dumps(meta))
-    os.replace(tmp, metadata_path(out_dir, split))
+    files.write_text(metadata_path(out_dir, split), json.dumps(meta))
     if skipped:
         logging.warning("%s: prepared %d videos, skipped %d bad files", split, meta["count"], len(skipped))
     return meta

@@ -30,6 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from maskflow_jax import files
+
 NUM_CLASSES = 400
 SIZE = 224  # I3D input side after preprocessing
 MIN_FRAMES = 9  # fewer frames leave no time step after the final [2, 7, 7] VALID average pool
@@ -212,10 +214,8 @@ def _npz_key(path):
 
 def save_npz(path, variables):
     """Writes the variables to .npz atomically (temporary name, then rename)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}.npz"
-    np.savez(tmp, **{_npz_key(k): v for k, v in traverse_util.flatten_dict(variables).items()})
-    os.replace(tmp, path)
+    with files.atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, **{_npz_key(k): v for k, v in traverse_util.flatten_dict(variables).items()})
 
 
 def load_npz(path):

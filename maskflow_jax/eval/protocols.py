@@ -22,7 +22,6 @@ numbers only at equal counts and protocol.
 """
 
 import dataclasses
-import json
 import os
 import subprocess
 import time
@@ -31,6 +30,7 @@ import jax
 import numpy as np
 
 import maskflow_jax
+from maskflow_jax import files
 from maskflow_jax.eval import i3d
 from maskflow_jax.eval.fvd import FeatureStats, frechet_distance, stats_kernel_distance
 
@@ -379,10 +379,4 @@ def _jsonable(x):
 
 def write_result(path, result):
     """Writes the result dict as indented JSON (atomically: temporary name, then rename)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(_jsonable(result), f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
-    return path
+    return files.write_json(path, _jsonable(result), indent=1)

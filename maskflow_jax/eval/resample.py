@@ -20,6 +20,7 @@ import zipfile
 
 import numpy as np
 
+from maskflow_jax import files
 from maskflow_jax.eval.fvd import fvd, kernel_distance
 
 FEATURES_FILE = "eval_features.npz"
@@ -31,9 +32,8 @@ METRICS = {"FVD": fvd, "KVD": kernel_distance}
 def save_features(path, features):
     """Writes {(method, horizon): (N, D) array} as float32 .npz (atomically: temporary name, then rename)."""
     arrays = {f"{method}|{horizon}": np.asarray(x, np.float32) for (method, horizon), x in features.items()}
-    tmp = f"{path}.tmp{os.getpid()}.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with files.atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, **arrays)
     return path
 
 

@@ -39,7 +39,7 @@ import os
 
 import ml_collections
 
-from maskflow_jax import inference
+from maskflow_jax import files, inference
 from maskflow_jax.eval import horizons, plot, protocols
 from maskflow_jax.report import cell
 
@@ -233,11 +233,7 @@ def update_report(path, section):
         text = text[:start] + section + text[end + len(END) :]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path
+    return files.write_text(path, text)
 
 
 def run(cfg, workdir, *, feature_fn=None, loaded_run=None):

@@ -19,14 +19,3 @@ FREQ = "freq"  # sinusoidal frequency features of the time embedding
 CONV_IN = "conv_in"  # tokenizer conv input channels
 CONV_OUT = "conv_out"  # tokenizer conv output channels
 LAYERS = "layers"  # the stacked block axis of nn.scan (model.scan_blocks); never sharded
-
-# Defaults (mirrored in configs/base.py `mesh.rules`): the batch over data+fsdp; weights' embed
-# dimension over fsdp (ZeRO-3 style); heads/mlp/vocab over tensor.
-DEFAULT_RULES = (
-    (BATCH, ("data", "fsdp")),
-    (EMBED, "fsdp"),
-    (MLP, "tensor"),
-    (HEADS, "tensor"),
-    (VOCAB, "tensor"),
-    (CONV_OUT, "fsdp"),
-)

@@ -18,6 +18,7 @@ from jax.sharding import PartitionSpec as P
 
 from maskflow_jax import checkpoint
 from maskflow_jax.data import loader
+from maskflow_jax.eval import metrics as image_metrics
 from maskflow_jax.parallel.mesh import batch_sharding, batch_shards, make_mesh
 from maskflow_jax.tokenizer import convert_ldm
 from maskflow_jax.tokenizer.api import Tokenizer, to_unit
@@ -52,12 +53,6 @@ class TokState:
     disc_opt_state: optax.OptState
     usage: jax.Array  # (K,) code counts since the last restart
     rng: jax.Array
-
-
-def psnr(x, y):
-    """PSNR (dB) of images in [-1, 1] on the [0, 1] scale."""
-    mse = jnp.mean(((x - y) / 2.0) ** 2)
-    return 10.0 * jnp.log10(1.0 / jnp.maximum(mse, 1e-10))
 
 
 def make_tokenizer_trainer(tok_cfg, resolution):
@@ -137,7 +132,7 @@ def make_tokenizer_trainer(tok_cfg, resolution):
             "recon_loss": rec,
             "codebook_loss": aux["codebook_loss"],
             "commit_loss": aux["commit_loss"],
-            "psnr": psnr(jnp.clip(recon, -1, 1), x),
+            "psnr": jnp.mean(image_metrics.psnr(jnp.clip(recon, -1, 1)[None], x[None], max_val=2.0)),  # [-1, 1] images
             "code_usage": used,
             "perplexity": perplexity,
             "disc_loss": d_loss,

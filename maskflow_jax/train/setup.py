@@ -17,12 +17,11 @@ from jax.sharding import PartitionSpec as P
 
 from maskflow_jax.config_validation import ConfigError, token_grid
 from maskflow_jax.models.latte import make_denoiser
+from maskflow_jax.parallel.mesh import batch_sharding as make_batch_sharding
 from maskflow_jax.parallel.mesh import batch_shards
 from maskflow_jax.train.optimizer import make_optimizer
 from maskflow_jax.train.state import TrainState
 from maskflow_jax.train.step import make_train_step
-
-BATCH_AXES = ("data", "fsdp")
 
 
 def vocab(cfg):
@@ -82,7 +81,7 @@ def build_trainer(cfg, mesh):
         specs = nn.get_partition_spec(abstract_boxed)
         state_shardings = nn.logical_to_mesh_sharding(specs, mesh, rules)
     abstract_state = nn.meta.unbox(abstract_boxed)
-    batch_sharding = NamedSharding(mesh, P(tuple(a for a in BATCH_AXES if a in mesh.axis_names)))
+    batch_sharding = make_batch_sharding(mesh)
     replicated = NamedSharding(mesh, P())
 
     train_step = make_train_step(model, cfg, mask_id)
