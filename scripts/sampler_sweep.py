@@ -57,13 +57,14 @@ def main(argv=None):
     cfg = inference.saved_config(args.workdir)
     run = inference.load_run(args.workdir, cfg=cfg, use_ema=cfg.eval.use_ema)
     tokens, pixels, actions = heldout.load(cfg, args.workdir, args.videos or cfg.eval.num_videos, args.horizon)
-    m, f = cfg.sampling.context, cfg.data.frames
+    f = cfg.data.frames
     feature_fn = i3d.make_feature_fn(weights=cfg.eval.i3d_weights)
     last = slice(args.horizon - WINDOW, args.horizon)
     reference = protocols.video_stats("maze", pixels[:, last], feature_fn=feature_fn, batch_size=cfg.eval.batch_size)
     rows = []
     for setting in args.setting:
         variant = dataclasses.replace(run, cfg=apply_setting(cfg, setting), _chunk_fns={})
+        m = variant.cfg.sampling.context  # a setting may change the context (and stride)
         start = time.perf_counter()
         video, info = variant.generate(
             jax.random.key(args.seed), context_tokens=tokens[:, :m], num_frames=args.horizon, actions=actions
@@ -75,7 +76,7 @@ def main(argv=None):
         rows.append(
             {
                 "setting": setting,
-                "agreement_first": float(np.mean(gen[:, m:f] == tokens[:, m:f])),
+                "agreement_first": float(np.mean(gen[:, m:f] == tokens[:, m:f])),  # the first window after the context
                 "agreement_last": float(np.mean(gen[:, last] == tokens[:, last])),
                 "fvd": rec["fvd"],
                 "kvd": rec["kvd"],
