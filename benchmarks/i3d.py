@@ -27,8 +27,8 @@ from maskflow_jax.eval import i3d
 def stages():
     """[(name, fn(variables, x) -> y)]: the I3D forward cut into the stages it is made of, in order."""
 
-    def unit(name, features, kernel=(1, 1, 1), strides=(1, 1, 1)):
-        mod = i3d.Unit3D(features, kernel, strides)
+    def unit(name, features, kernel=(1, 1, 1), strides=(1, 1, 1), **kw):
+        mod = i3d.Unit3D(features, kernel, strides, **kw)
         return name, lambda v, x: mod.apply(_sub(v, name), x)
 
     def block(name):
@@ -45,7 +45,7 @@ def stages():
 
     return [
         ("preprocess", lambda v, x: i3d.preprocess(x)),
-        unit("Conv3d_1a_7x7", 64, (7, 7, 7), (2, 2, 2)),
+        unit("Conv3d_1a_7x7", 64, (7, 7, 7), (2, 2, 2), space_to_depth=True),
         pool("MaxPool3d_2a_3x3", (1, 3, 3), (1, 2, 2)),
         unit("Conv3d_2b_1x1", 64),
         unit("Conv3d_2c_3x3", 192, (3, 3, 3)),

@@ -224,6 +224,23 @@ def test_i3d_forward_small_clip(i3d_vars):
         i3d.i3d_features(i3d_vars, videos[:, :8])
 
 
+@pytest.mark.parametrize("shape", [(1, 16, 32, 32, 3), (2, 9, 17, 20, 3), (1, 10, 224, 224, 3)])
+def test_space_to_depth_stem_is_the_stride_2_same_conv(shape, i3d_vars):
+    """The I3D stem computed on 2x2x2 blocks equals nn.Conv(stride 2, "SAME") with the checkpoint's 7x7x7
+    kernel, for even and odd sizes (so the features, and every FVD / KVD, are unchanged to float rounding)."""
+    import flax.linen as nn  # noqa: PLC0415
+
+    variables = {"params": {"Conv_0": i3d_vars["params"]["Conv3d_1a_7x7"]["Conv_0"]}}
+    x = jax.random.uniform(jax.random.key(1), shape, minval=-1.0, maxval=1.0)
+    direct = nn.Conv(64, (7, 7, 7), (2, 2, 2), padding="SAME", use_bias=False, precision=jax.lax.Precision.HIGHEST)
+    want = direct.apply({"params": variables["params"]["Conv_0"]}, x)
+    got = i3d.SpaceToDepthConv(64).apply({"params": variables["params"]["Conv_0"]}, x)
+    assert got.shape == want.shape == (shape[0], *(-(-n // 2) for n in shape[1:4]), 64)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=2e-5 * float(jnp.abs(want).max()))
+    with pytest.raises(ValueError, match="strides"):
+        i3d.Unit3D(64, (7, 7, 7), (1, 1, 1), space_to_depth=True).init(jax.random.key(0), x)
+
+
 # --- PSNR / SSIM ------------------------------------------------------------------------------------
 
 
