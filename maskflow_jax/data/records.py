@@ -11,8 +11,6 @@ renamed, and the JSON is written last (atomically): a killed prepare leaves no J
 `is_prepared` is False and the split is rebuilt.
 """
 
-import collections
-import concurrent.futures
 import json
 import os
 import socket
@@ -24,6 +22,7 @@ from absl import logging
 
 from maskflow_jax import files
 from maskflow_jax.data import dmlab
+from maskflow_jax.data.prefetch import read_ahead
 from maskflow_jax.errors import DataError
 
 MAGIC = b"MFR1"
@@ -151,24 +150,12 @@ def _load_files(paths, *, min_length, image_size, skip_corrupt, skipped, workers
                 raise
             return err
 
-    with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
-        pending = collections.deque()
-        it = iter(paths)
-        for path in it:
-            pending.append((path, pool.submit(load, path)))
-            if len(pending) >= 2 * max(1, workers):
-                break
-        while pending:
-            path, fut = pending.popleft()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append((nxt, pool.submit(load, nxt)))
-            result = fut.result()
-            if isinstance(result, DataError):
-                skipped.append(str(path))
-                logging.warning("skipping bad file (%d so far): %s", len(skipped), result)
-                continue
-            yield path, result
+    for path, result in read_ahead(paths, load, workers):
+        if isinstance(result, DataError):
+            skipped.append(str(path))
+            logging.warning("skipping bad file (%d so far): %s", len(skipped), result)
+            continue
+        yield path, result
 
 
 def prepare_split(

@@ -15,7 +15,6 @@ An unreadable, truncated or too-short clip raises `DataError` naming the file, o
 """
 
 import collections
-import concurrent.futures
 import dataclasses
 import io
 import re
@@ -26,6 +25,7 @@ import numpy as np
 from absl import logging
 
 from maskflow_jax.data.dmlab import SPLIT_ALIASES
+from maskflow_jax.data.prefetch import read_ahead
 from maskflow_jax.errors import DataError
 
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm")
@@ -276,21 +276,9 @@ class VideoFolderSplit:
             return err
 
     def __iter__(self):
-        with concurrent.futures.ThreadPoolExecutor(self.workers) as pool:
-            pending = collections.deque()
-            ahead = iter(range(len(self.clips)))
-            for i in ahead:
-                pending.append((i, pool.submit(self._load, i)))
-                if len(pending) >= 2 * self.workers:
-                    break
-            while pending:
-                i, future = pending.popleft()
-                nxt = next(ahead, None)
-                if nxt is not None:
-                    pending.append((nxt, pool.submit(self._load, nxt)))
-                result = future.result()
-                if isinstance(result, DataError):
-                    self.skipped.append((self.tree.where(self.clips[i].name), str(result)))
-                    logging.warning("skipping bad clip (%d so far): %s", len(self.skipped), result)
-                    continue
-                yield result
+        for i, result in read_ahead(range(len(self.clips)), self._load, self.workers):
+            if isinstance(result, DataError):
+                self.skipped.append((self.tree.where(self.clips[i].name), str(result)))
+                logging.warning("skipping bad clip (%d so far): %s", len(self.skipped), result)
+                continue
+            yield result
