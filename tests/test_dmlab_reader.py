@@ -160,6 +160,24 @@ def test_h5_token_cache(tmp_path):
     np.testing.assert_array_equal(pix[0], pixels.transpose(0, 2, 3, 1))
 
 
+def test_h5_token_cache_imports_as_token_records(tmp_path, capsys):
+    """The importer writes the videos as the token records `--mode=train` reads (data.token_cache)."""
+    tokens = np.random.default_rng(3).integers(0, 16, (10, 2, 2)).astype(np.int32)
+    tokens[0, 0, 0], tokens[0, 0, 1] = 0, 15
+    path = _h5(tmp_path / "t.h5", tokens, np.array([[0, 4], [4, 10]]))
+    h5cache.main(["--h5", f"train={path}", "--out", str(tmp_path / "tokens"), "--n-embed", "16"])
+    assert "train: 2 videos" in capsys.readouterr().out
+    src = records.RecordSource(tmp_path / "tokens", "train")
+    assert len(src) == 2 and sorted(src[1]) == ["video"]
+    np.testing.assert_array_equal(src[0]["video"], tokens[:4])
+    np.testing.assert_array_equal(src[1]["video"], tokens[4:])
+    with pytest.raises(DataError, match=r"video 0 has token ids in \[0, 15\].*--n-embed"):
+        h5cache.import_token_cache(path, tmp_path / "bad", "train", n_embed=8)
+    pixels = _h5(tmp_path / "p.h5", np.zeros((5, 3, 4, 4), np.uint8), np.array([[0, 5]]))
+    with pytest.raises(DataError, match="holds pixels"):
+        h5cache.import_token_cache(pixels, tmp_path / "bad", "train", n_embed=8)
+
+
 @pytest.mark.parametrize(
     "index, text",
     [

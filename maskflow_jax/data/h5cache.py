@@ -1,12 +1,24 @@
-"""Reader of the authors' HDF5 token caches (docs/data.md), validated up front.
+"""Reader and importer of the authors' HDF5 token caches (docs/data.md), validated up front.
 
 Layout: `video` int (ΣT, h, w) tokens or uint8 (ΣT, 3, H, W) pixels, and `start_index_list` int
 (N, 2) with the [start, end) rows of each video. Videos come back as int32 tokens (T, h, w) or uint8
 pixels (T, H, W, 3), ready for `records.prepare_split`.
+
+Train on the authors' tokens: import each split as this project's token cache, then point
+`data.token_cache` at it (the tokenizer must be the one that made them, e.g. vq-f8 with 16384 codes):
+
+    python -m maskflow_jax.data.h5cache --h5 train=dmlab_train.h5 --h5 test=dmlab_test.h5 \
+        --out runs/dmlab/tokens --n-embed 16384
+    python -m maskflow_jax.main --config=configs/dmlab.py --workdir=runs/dmlab --mode=train \
+        --config.data.token_cache=runs/dmlab/tokens
 """
+
+import argparse
+import os
 
 import numpy as np
 
+from maskflow_jax.data import records
 from maskflow_jax.errors import DataError
 
 EXPECTED = (
@@ -70,3 +82,51 @@ class H5Cache:
 
     def close(self):
         self._file.close()
+
+
+def import_token_cache(h5_path, out_dir, split, *, n_embed, min_length=1):
+    """Writes the token videos of an HDF5 cache as token records `<out_dir>/<split>-*.array_record`
+    (`video` int32 (T, h, w), what `--mode=train` reads from `data.token_cache`); returns their metadata.
+
+    Every id must lie in [0, n_embed) (the codebook; MASK = n_embed is never a data token): a video with
+    another id raises DataError naming the file, the video and the fix. A pixel cache is refused (prepare
+    it as pixels instead)."""
+    cache = H5Cache(h5_path, min_length=min_length)
+    try:
+        if not cache.is_tokens:
+            raise DataError(f"{cache.path}: holds pixels, not tokens; import token caches only")
+
+        def videos():
+            for i in range(len(cache)):
+                video = cache[i]
+                lo, hi = int(video.min()), int(video.max())
+                if lo < 0 or hi >= n_embed:
+                    raise DataError(
+                        f"{cache.path}: video {i} has token ids in [{lo}, {hi}], outside the codebook [0, {n_embed}); "
+                        "pass the tokenizer's codebook size as --n-embed (config.tokenizer.n_embed)"
+                    )
+                yield {"video": video, "actions": None}
+
+        fingerprint = {"h5": os.path.abspath(cache.path), "n_embed": int(n_embed)}
+        return records.prepare_split(videos(), out_dir, split, fingerprint=fingerprint, force=True)
+    finally:
+        cache.close()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Import the authors' HDF5 token caches as a token cache.")
+    parser.add_argument("--h5", action="append", required=True, help="SPLIT=PATH, once per split")
+    parser.add_argument("--out", required=True, help="token cache folder (config.data.token_cache)")
+    parser.add_argument("--n-embed", type=int, required=True, help="codebook size (config.tokenizer.n_embed)")
+    parser.add_argument("--min-length", type=int, default=1, help="shortest video kept (config.data.frames)")
+    args = parser.parse_args(argv)
+    for spec in args.h5:
+        split, sep, path = spec.partition("=")
+        if not sep:
+            parser.error(f"--h5 {spec!r}: expected SPLIT=PATH")
+        meta = import_token_cache(path, args.out, split, n_embed=args.n_embed, min_length=args.min_length)
+        print(f"{split}: {meta['count']} videos from {path} -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
