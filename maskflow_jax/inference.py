@@ -16,43 +16,43 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
 
 from maskflow_jax import checkpoint
+from maskflow_jax.config_validation import token_grid
 from maskflow_jax.data import heldout, records, tokens
-from maskflow_jax.parallel.mesh import make_mesh
+from maskflow_jax.models.latte import init_params, make_denoiser
 from maskflow_jax.sampling import rollout as ro
 from maskflow_jax.tokenizer.train import load_tokenizer
-from maskflow_jax.train.setup import build_trainer
+from maskflow_jax.train.setup import vocab
 from maskflow_jax.train.state import STATE_VERSION
 
 
-def _one_device_config(cfg):
-    cfg = ml_collections.ConfigDict(cfg.to_dict() if hasattr(cfg, "to_dict") else cfg)
-    cfg.mesh.shape = (1, 1, 1)
-    return cfg
-
-
 def load_denoiser(cfg, workdir, use_ema=True, step=None):
-    """(model, params, step) of the run's latest denoiser checkpoint (or of checkpoint `step`) on one device."""
-    cfg = _one_device_config(cfg)
-    trainer = build_trainer(cfg, make_mesh(cfg.mesh, devices=jax.local_devices()[:1]))
+    """(model, params, step) of the run's latest denoiser checkpoint (or of checkpoint `step`) on one device.
+
+    Restores only the parameter item it returns (`ema` or `params`, checkpoint.restore_params): no
+    optimizer is built and its state is never read.
+    """
+    vocab_size, _ = vocab(cfg)
+    grid = token_grid(cfg)
+    model = make_denoiser(cfg.model, vocab_size=vocab_size, frames=cfg.data.frames, grid=grid)
+    one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    shapes = jax.eval_shape(lambda: nn.meta.unbox(init_params(model, jax.random.key(0), cfg.data.frames, grid)))
+    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=one), shapes)
     manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"))
     try:
-        restored = checkpoint.restore_latest(
-            manager,
-            checkpoint.abstract_target(trainer.abstract_state, trainer.state_shardings),
-            step=step,
-            version=STATE_VERSION,
+        restored = checkpoint.restore_params(
+            manager, target, item="ema" if use_ema else "params", step=step, version=STATE_VERSION
         )
     finally:
         manager.close()
     if restored is None:
         raise FileNotFoundError(f"no denoiser checkpoint in {workdir}/checkpoints: train first (--mode=train)")
-    state = restored[1]
-    return trainer.model, (state.ema_params if use_ema else state.params), int(state.step)
+    return model, restored[1], int(restored[0])
 
 
 def saved_config(workdir):

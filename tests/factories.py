@@ -1,5 +1,8 @@
 """Tiny configs and synthetic token data shared by the tests (the tiny-model factory)."""
 
+import os
+import signal
+
 import grain
 import jax
 import jax.numpy as jnp
@@ -71,3 +74,17 @@ def run_steps(trainer, state, tokens, steps, batch_size=8):
             state, m = trainer.step(state, batch)
             metrics.append(m)
     return state, metrics
+
+
+class KillAt:
+    """Wraps a grain iterator (as `.wrapped`, so its position is checkpointed) and sends SIGTERM to this
+    process when batch `at` is drawn: the loop finishes that step, checkpoints and stops."""
+
+    def __init__(self, wrapped, at):
+        self.wrapped, self.at, self.count = wrapped, at, 0
+
+    def __next__(self):
+        self.count += 1
+        if self.count == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return next(self.wrapped)

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from factories import tiny_config
+from factories import KillAt, tiny_config
 from flax import traverse_util
 
 from configs import dmlab
@@ -227,3 +227,31 @@ def test_train_tokenizer_mode_end_to_end(tmp_path):
     tok = tok_train.load_tokenizer(cfg, str(tmp_path))
     assert tok.encode(np.zeros((1, 32, 32, 3), np.uint8)).shape == (1, 16, 16)
     assert (tmp_path / "tokenizer" / "recon_000010.png").exists()
+
+
+def test_tokenizer_training_stops_on_sigterm_and_resumes_exactly(tmp_path, monkeypatch):
+    """The tokenizer runs the denoiser's loop (train/loop.fit): SIGTERM checkpoints and stops, a rerun
+    resumes the state and the data position, and ends equal to an uninterrupted run."""
+    cfg = small_tok_cfg(16)
+    cfg.tokenizer.train.steps, cfg.tokenizer.train.ckpt_every, cfg.tokenizer.train.batch_size = 5, 100, 4
+    cfg.tokenizer.train.image_every = 1000
+    cfg.data.maze.num_train, cfg.data.maze.num_test, cfg.data.maze.length = 4, 1, 4
+    mesh = make_mesh(cfg.mesh, devices=jax.devices()[:1])
+    params = {}
+    for name, kill_at in [("full", None), ("killed", 3)]:
+        workdir = str(tmp_path / name)
+        loader.prepare_data(cfg, workdir)
+        if kill_at is not None:
+            make = tok_train._frame_iterator
+            monkeypatch.setattr(tok_train, "_frame_iterator", lambda *a, **k: KillAt(make(*a, **k), kill_at))
+            tok_train.train_tokenizer(cfg, workdir, mesh=mesh)
+            manager = tok_train.checkpoint.make_manager(str(tmp_path / name / "tokenizer" / "checkpoints"))
+            assert manager.latest_step() == 3, "SIGTERM should stop right after the step in flight"
+            manager.close()
+            monkeypatch.setattr(tok_train, "_frame_iterator", make)
+        tok_train.train_tokenizer(cfg, workdir, mesh=mesh)
+        params[name] = jax.tree.leaves(tok_train.load_tokenizer(cfg, workdir).params)
+        log = (tmp_path / name / "tokenizer" / "tokenizer_metrics.jsonl").read_text().splitlines()
+        assert log and all("frames_per_sec" in line for line in log)
+    for a, b in zip(params["full"], params["killed"]):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

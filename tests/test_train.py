@@ -2,13 +2,12 @@
 
 import os
 import shutil
-import signal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from factories import run_steps, structured_tokens, tiny_config, token_iterator
+from factories import KillAt, run_steps, structured_tokens, tiny_config, token_iterator
 from jax.sharding import AxisType
 
 from maskflow_jax import checkpoint
@@ -69,26 +68,13 @@ def test_sharded_step_matches_single_device(data):
     assert sharded, "no parameter is sharded on the 4x2 mesh"
 
 
-class _KillAt:
-    """Wraps a grain iterator and sends SIGTERM to this process when batch `at` is drawn."""
-
-    def __init__(self, wrapped, at):
-        self.wrapped, self.at, self.count = wrapped, at, 0
-
-    def __next__(self):
-        self.count += 1
-        if self.count == self.at:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return next(self.wrapped)
-
-
 def test_kill_and_resume_matches_uninterrupted(tmp_path, data):
     cfg = tiny_config(train__steps=8, train__ckpt_every=100)
     mesh = _mesh((2, 1, 1))
     full = loop.train_denoiser(cfg, str(tmp_path / "full"), batches=token_iterator(data, 8), mesh=mesh)
 
     workdir = str(tmp_path / "killed")
-    killed = loop.train_denoiser(cfg, workdir, batches=_KillAt(token_iterator(data, 8), at=3), mesh=mesh)
+    killed = loop.train_denoiser(cfg, workdir, batches=KillAt(token_iterator(data, 8), at=3), mesh=mesh)
     assert int(killed.step) == 3, "SIGTERM should stop the run right after the step in flight"
     manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"))
     assert manager.latest_step() == 3
@@ -127,6 +113,38 @@ def test_checkpoint_from_8_devices_restores_on_1_and_damaged_latest_falls_back(t
     step, _, _ = checkpoint.restore_latest(manager, target)
     assert step == 3
     manager.close()
+
+
+def test_inference_restores_only_the_parameter_items_without_an_optimizer(tmp_path, data, monkeypatch):
+    """params and EMA are checkpoint items of their own; load_denoiser reads one of them and never builds
+    an optimizer (make_optimizer raises here), and a damaged EMA item falls back to the previous step."""
+    from maskflow_jax import inference  # noqa: PLC0415
+    from maskflow_jax.train import setup  # noqa: PLC0415
+
+    cfg = tiny_config(train__steps=4, train__ckpt_every=2, train__ema_decay=0.5)
+    workdir = str(tmp_path / "run")
+    trained = loop.train_denoiser(cfg, workdir, batches=token_iterator(data, 8), mesh=_mesh((2, 1, 1)))
+    items = set(os.listdir(os.path.join(workdir, "checkpoints", "4")))
+    assert {"state", "params", "ema", "meta", "data"} <= items, items
+    assert not np.allclose(_leaves(trained.ema_params)[0], _leaves(trained.params)[0])
+
+    def no_optimizer(*args, **kwargs):
+        raise AssertionError("inference built an optimizer")
+
+    monkeypatch.setattr(setup, "make_optimizer", no_optimizer)
+    for use_ema, want in [(True, trained.ema_params), (False, trained.params)]:
+        _, params, step = inference.load_denoiser(cfg, workdir, use_ema=use_ema)
+        assert step == 4
+        assert jax.tree.structure(params) == jax.tree.structure(want)
+        for a, b in zip(_leaves(params), _leaves(want)):
+            np.testing.assert_array_equal(a, b)
+    ema_dir = os.path.join(workdir, "checkpoints", "4", "ema")
+    shutil.rmtree(ema_dir)
+    os.makedirs(ema_dir)
+    _, _, step = inference.load_denoiser(cfg, workdir)
+    assert step == 2
+    with pytest.raises(ValueError, match="parameter items are"):
+        checkpoint.restore_params(checkpoint.make_manager(os.path.join(workdir, "checkpoints")), {}, item="opt")
 
 
 def test_non_finite_loss_stops_with_step_and_checkpoint(tmp_path, data):

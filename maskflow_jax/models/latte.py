@@ -355,3 +355,12 @@ def make_denoiser(model_cfg, vocab_size, frames=None, grid=None):
         action_align=model_cfg.get("action_align", "after"),
         rope=model_cfg.get("rope", "none"),
     )
+
+
+def init_params(model, rng, frames, grid):
+    """The (boxed, logically named) parameters of `model` for clips of `frames` frames of a `grid` token
+    grid: the one place that knows Latte.init's dummy inputs (tokens (1, F, H, W), t (1, F), actions)."""
+    tokens = jnp.zeros((1, frames, *grid), jnp.int32)
+    t = jnp.ones((1, frames), jnp.float32)
+    actions = jnp.zeros((1, frames), jnp.int32) if model.num_actions else None
+    return model.init(rng, tokens, t, actions=actions)["params"]

@@ -24,11 +24,14 @@ from maskflow_jax.tokenizer import convert_ldm
 from maskflow_jax.tokenizer.api import Tokenizer, to_unit
 from maskflow_jax.tokenizer.model import make_vq_model
 from maskflow_jax.tokenizer.quantizer import code_usage, restart_dead_codes
+from maskflow_jax.train import loop
 from maskflow_jax.train.metrics import MetricWriter
 from maskflow_jax.train.state import ema_decay_at, ema_update
 
 RESTART_EVERY = 100  # steps between dead-code restarts (codes unused over that window restart)
-STATE_VERSION = 1  # of TokState: bump when its fields change; saved with and checked on every checkpoint
+STATE_VERSION = (
+    2  # of TokState: bump when its fields or the checkpoint layout change; saved with and checked on every checkpoint
+)
 
 
 class PatchDiscriminator(nn.Module):
@@ -55,6 +58,11 @@ class TokState:
     rng: jax.Array
 
 
+def init_params(tok_cfg, rng, resolution):
+    """The tokenizer's parameters for frames of `resolution` x `resolution` (only sizes the dummy input)."""
+    return make_vq_model(tok_cfg).init(rng, jnp.zeros((1, resolution, resolution, 3)))["params"]
+
+
 def make_tokenizer_trainer(tok_cfg, resolution):
     """(model, init(rng) -> TokState, step(state, frames uint8 (N, H, W, 3)) -> (state, metrics)).
 
@@ -67,9 +75,8 @@ def make_tokenizer_trainer(tok_cfg, resolution):
 
     def init(rng):
         k1, k2, k3 = jax.random.split(rng, 3)
-        x = jnp.zeros((1, resolution, resolution, 3))
-        params = model.init(k1, x)["params"]
-        disc_params = disc.init(k2, x)["params"]
+        params = init_params(tok_cfg, k1, resolution)
+        disc_params = disc.init(k2, jnp.zeros((1, resolution, resolution, 3)))["params"]
         return TokState(
             step=jnp.zeros((), jnp.int32),
             params=params,
@@ -194,49 +201,40 @@ def train_tokenizer(cfg, workdir, mesh=None):
     )
     frames_it = _frame_iterator(cfg, workdir, cfg.data.train_split, tcfg.batch_size)
     manager = checkpoint.make_manager(os.path.join(out, "checkpoints"), keep=2)
-    writer = MetricWriter(out, enabled=jax.process_index() == 0, prefix="tokenizer")
-    try:
-        restored = checkpoint.restore_latest(
-            manager, checkpoint.abstract_target(abstract, shardings), frames_it, version=STATE_VERSION
-        )
-        state = init_j(jax.random.key(cfg.seed)) if restored is None else restored[1]
-        from tqdm import tqdm
+    is_main = jax.process_index() == 0
+    writer = MetricWriter(out, enabled=is_main, prefix="tokenizer")
 
-        bar = tqdm(
-            total=tcfg.steps,
-            initial=int(state.step),
-            desc="tokenizer",
-            unit="step",
-            disable=jax.process_index() != 0,
-            mininterval=2.0,
+    def to_device(batch):
+        return jax.make_array_from_process_local_data(batch_sharding(mesh), batch["video"][:, 0])  # (b, H, W, 3)
+
+    def save_images(done, state, batch):
+        if done % tcfg.image_every == 0 and is_main:
+            frames = batch["video"][:, 0]
+            tok = Tokenizer(cfg.tokenizer, jax.device_get(state.ema_params), res)
+            _save_recon_png(os.path.join(out, f"recon_{done:06d}.png"), frames, tok.decode(tok.encode(frames)))
+
+    try:
+        target = checkpoint.abstract_target(abstract, shardings)
+        state = loop.resume(
+            manager, target, lambda: init_j(jax.random.key(cfg.seed)), data_iter=frames_it, version=STATE_VERSION
         )
-        for s in range(int(state.step), tcfg.steps):
-            batch = next(frames_it)["video"][:, 0]  # (b, H, W, 3)
-            frames = jax.make_array_from_process_local_data(batch_sharding(mesh), batch)
-            state, metrics = step_j(state, frames)
-            bar.update(1)
-            done = s + 1
-            if done % tcfg.log_every == 0 or done == tcfg.steps:
-                m = jax.device_get(metrics)
-                if not np.isfinite(m["loss"]):
-                    raise FloatingPointError(
-                        f"tokenizer loss is {m['loss']} at step {done}; lower "
-                        "config.tokenizer.train.lr and rerun (it resumes)"
-                    )
-                writer.write(done, m)
-            if done % tcfg.image_every == 0 and jax.process_index() == 0:
-                tok = Tokenizer(cfg.tokenizer, jax.device_get(state.ema_params), res)
-                _save_recon_png(os.path.join(out, f"recon_{done:06d}.png"), batch, tok.decode(tok.encode(batch)))
-            if done % tcfg.ckpt_every == 0 or done == tcfg.steps:
-                checkpoint.save(
-                    manager,
-                    done,
-                    state,
-                    {"kind": "tokenizer", "config": cfg.to_dict()},
-                    frames_it,
-                    version=STATE_VERSION,
-                )
-        bar.close()
+        state = loop.fit(
+            state,
+            step_j,
+            frames_it,
+            to_device,
+            steps=tcfg.steps,
+            manager=manager,
+            writer=writer,
+            meta={"kind": "tokenizer", "config": cfg.to_dict()},
+            version=STATE_VERSION,
+            log_every=tcfg.log_every,
+            ckpt_every=tcfg.ckpt_every,
+            per_step={"frames_per_sec": tcfg.batch_size},
+            after_step=save_images,
+            hint="Lower config.tokenizer.train.lr, then rerun to resume.",
+            desc="tokenizer",
+        )
         manager.wait_until_finished()
     finally:
         manager.close()
@@ -282,15 +280,12 @@ def load_tokenizer(cfg, workdir):
         params, saved = convert_ldm.load_converted(cfg.tokenizer.init_from)
         convert_ldm.check_config(saved, cfg.tokenizer, cfg.tokenizer.init_from)
         return Tokenizer(cfg.tokenizer, params, res)
-    _, init, _ = make_tokenizer_trainer(cfg.tokenizer, res)
-    abstract = jax.eval_shape(init, jax.random.key(0))
+    shapes = jax.eval_shape(lambda: init_params(cfg.tokenizer, jax.random.key(0), res))
     one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    shardings = jax.tree.map(lambda _: one, abstract)
+    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=one), shapes)
     manager = checkpoint.make_manager(os.path.join(tokenizer_dir(workdir), "checkpoints"))
     try:
-        restored = checkpoint.restore_latest(
-            manager, checkpoint.abstract_target(abstract, shardings), version=STATE_VERSION
-        )
+        restored = checkpoint.restore_params(manager, target, item="ema", version=STATE_VERSION)
     finally:
         manager.close()
     if restored is None:
@@ -298,4 +293,4 @@ def load_tokenizer(cfg, workdir):
             f"no trained tokenizer in {tokenizer_dir(workdir)}: run --mode=train_tokenizer first "
             "or set config.tokenizer.init_from"
         )
-    return Tokenizer(cfg.tokenizer, jax.device_get(restored[1].ema_params), res)
+    return Tokenizer(cfg.tokenizer, jax.device_get(restored[1]), res)

@@ -1,11 +1,12 @@
-"""`--mode=train`: the MaskFlow training loop (resume -> train -> log -> checkpoint).
+"""The one training loop (resume -> steps -> log -> checkpoint), used by the denoiser (`--mode=train`,
+`train_denoiser` below) and the tokenizer (`tokenizer/train.py`).
 
-Stages: mesh and trainer -> data iterator over token clips -> resume (latest readable checkpoint,
-else a fresh init) -> steps with metrics to stdout / JSONL / TensorBoard and a progress bar ->
-checkpoints every `train.ckpt_every` steps, at the end, and on SIGTERM/SIGINT. With
-`train.max_seconds` > 0 the run also stops (checkpointed, resumable) at the first step that ends past
-that many seconds of wall time since its first step began (compilation included): a run of a fixed
-duration, as on a lent accelerator (benchmarks/accelerator.py).
+`resume` restores the newest readable checkpoint (state and data position) or initialises; `fit` runs
+steps with metrics to stdout / JSONL / TensorBoard and a progress bar, checks every step's loss for
+NaN/inf (before any checkpoint of that state), and checkpoints every `ckpt_every` steps, at the end,
+and on SIGTERM/SIGINT. With `max_seconds` > 0 the run also stops (checkpointed, resumable) at the first
+step that ends past that many seconds of wall time since its first step began (compilation included):
+a run of a fixed duration, as on a lent accelerator (benchmarks/accelerator.py).
 """
 
 import contextlib
@@ -54,12 +55,115 @@ class StopRequest:
             signal.signal(sig, prev)
 
 
-def _progress(total, initial, enabled):
+def _progress(total, initial, enabled, desc=None):
     if not enabled:
         return contextlib.nullcontext(None)
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, mininterval=2.0)
+    return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True, mininterval=2.0)
+
+
+def resume(manager, target, init, data_iter=None, version=None):
+    """The newest readable checkpoint's state (restored onto `target`, the data iterator's position
+    with it), else `init()`."""
+    restored = checkpoint.restore_latest(manager, target, data_iter=data_iter, version=version)
+    if restored is None:
+        logging.info("no checkpoint in %s: starting from scratch", manager.directory)
+        return init()
+    logging.info("resumed from step %d", restored[0])
+    return restored[1]
+
+
+def _check_finite(step, metrics, manager, hint):
+    if all(np.isfinite(metrics[k]) for k in ("loss", "grad_norm") if k in metrics):
+        return
+    good = manager.latest_step()
+    where = (
+        f"the last good checkpoint is step {good} in {manager.directory}"
+        if good is not None
+        else f"no checkpoint was written yet in {manager.directory}"
+    )
+    norm = f" (grad norm {metrics['grad_norm']})" if "grad_norm" in metrics else ""
+    raise NonFiniteLossError(f"non-finite loss {metrics['loss']}{norm} at step {step}; {where}. {hint}")
+
+
+def fit(
+    state,
+    step_fn,
+    batches,
+    to_device,
+    *,
+    steps,
+    manager,
+    writer,
+    meta,
+    version,
+    log_every,
+    ckpt_every,
+    max_seconds=0.0,
+    per_step=None,
+    after_step=None,
+    hint="Lower the learning rate or raise the warm-up, then rerun to resume.",
+    desc=None,
+):
+    """Runs `state, metrics = step_fn(state, to_device(next(batches)))` from int(state.step) to `steps`.
+
+    metrics: a dict of device scalars with "loss" (and "grad_norm" if the step has one), checked for
+    NaN/inf at every step. Every `log_every` steps the latest metrics are written with steps_per_sec
+    and, for each (name, count) of `per_step`, name = count * steps_per_sec. after_step(done, state,
+    host_batch) runs after each step (e.g. image dumps). Checkpoints (state, `meta`, `version`, the data
+    position of `batches`) go to `manager`. Returns the final state (stopped early on a signal or
+    `max_seconds`; a rerun resumes).
+    """
+    is_main = jax.process_index() == 0
+    start = int(state.step)
+    began = time.perf_counter()
+    pending = []  # (step, metrics on device): fetched in groups to avoid a sync per step
+    last_time, last_step = time.perf_counter(), start
+
+    def flush():
+        nonlocal last_time, last_step
+        if not pending:
+            return
+        host = jax.device_get([m for _, m in pending])
+        for (s, _), m in zip(pending, host):
+            _check_finite(s, m, manager, hint)
+        now = time.perf_counter()
+        s, m = pending[-1][0], host[-1]
+        rate = (s - last_step) / max(now - last_time, 1e-9)
+        scalars = {k: float(v) for k, v in m.items()}
+        scalars["steps_per_sec"] = rate
+        for name, count in (per_step or {}).items():
+            scalars[name] = rate * count
+        writer.write(s, scalars)
+        last_time, last_step = now, s
+        pending.clear()
+
+    with StopRequest() as stop, _progress(steps, start, is_main, desc) as bar:
+        for step in range(start, steps):
+            batch = next(batches)
+            state, metrics = step_fn(state, to_device(batch))
+            done = step + 1
+            pending.append((done, metrics))
+            if bar is not None:
+                bar.update(1)
+            if after_step is not None:
+                after_step(done, state, batch)
+            out_of_time = max_seconds > 0 and time.perf_counter() - began > max_seconds
+            last = done == steps or out_of_time
+            if done % log_every == 0 or last or stop.requested:
+                flush()
+            if done % ckpt_every == 0 or last or stop.requested:
+                flush()  # never checkpoint a state whose loss was not checked
+                checkpoint.save(manager, done, state, meta, data_iter=batches, version=version)
+            if stop.requested:
+                logging.warning("stopped at step %d on request; resume by running the same command", done)
+                break
+            if out_of_time:
+                logging.warning("stopped at step %d after max_seconds=%g s", done, max_seconds)
+                break
+        flush()
+    return state
 
 
 def train_denoiser(cfg, workdir, batches=None, mesh=None):
@@ -74,85 +178,40 @@ def train_denoiser(cfg, workdir, batches=None, mesh=None):
     if batches is None:
         batches = token_data.make_token_iterator(cfg, workdir, split=cfg.data.train_split)
     manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"), keep=cfg.train.keep_checkpoints)
-    is_main = jax.process_index() == 0
-    writer = MetricWriter(workdir, enabled=is_main)
-    meta = {"config": cfg.to_dict()}
+    writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
+
+    def to_device(batch):
+        return {
+            k: jax.make_array_from_process_local_data(trainer.batch_sharding, np.asarray(v)) for k, v in batch.items()
+        }
 
     try:
-        return _run(cfg, trainer, batches, manager, writer, is_main, meta)
+        with jax.set_mesh(trainer.mesh), nn.logical_axis_rules(trainer.rules):
+            target = checkpoint.abstract_target(trainer.abstract_state, trainer.state_shardings)
+            state = resume(
+                manager,
+                target,
+                lambda: trainer.init(jax.random.key(cfg.seed)),
+                data_iter=batches,
+                version=STATE_VERSION,
+            )
+            return fit(
+                state,
+                trainer.step,
+                batches,
+                to_device,
+                steps=cfg.train.steps,
+                manager=manager,
+                writer=writer,
+                meta={"config": cfg.to_dict()},
+                version=STATE_VERSION,
+                log_every=cfg.train.log_every,
+                ckpt_every=cfg.train.ckpt_every,
+                max_seconds=float(cfg.train.get("max_seconds", 0) or 0),
+                per_step={"tokens_per_sec": cfg.data.batch_size * cfg.data.frames * trainer.tokens_per_frame},
+                hint="Lower train.lr or raise train.warmup_steps, then rerun to resume.",
+            )
     finally:
         manager.wait_until_finished()
         manager.close()
         writer.close()
-
-
-def _run(cfg, trainer, batches, manager, writer, is_main, meta):
-    with jax.set_mesh(trainer.mesh), nn.logical_axis_rules(trainer.rules), StopRequest() as stop:
-        target = checkpoint.abstract_target(trainer.abstract_state, trainer.state_shardings)
-        restored = checkpoint.restore_latest(manager, target, data_iter=batches, version=STATE_VERSION)
-        if restored is None:
-            state = trainer.init(jax.random.key(cfg.seed))
-            logging.info("no checkpoint in %s: starting from scratch", manager.directory)
-        else:
-            _, state, _ = restored
-            logging.info("resumed from step %d", int(state.step))
-        start = int(state.step)
-        max_seconds = float(cfg.train.get("max_seconds", 0) or 0)
-        began = time.perf_counter()
-        pending = []  # (step, metrics on device): fetched in groups to avoid a sync per step
-        last_time, last_step = time.perf_counter(), start
-
-        def flush():
-            nonlocal last_time, last_step
-            if not pending:
-                return
-            host = jax.device_get([m for _, m in pending])
-            for (s, _), m in zip(pending, host):
-                if not (np.isfinite(m["loss"]) and np.isfinite(m["grad_norm"])):
-                    good = manager.latest_step()
-                    where = (
-                        f"the last good checkpoint is step {good} in {manager.directory}"
-                        if good is not None
-                        else f"no checkpoint was written yet in {manager.directory}"
-                    )
-                    raise NonFiniteLossError(
-                        f"non-finite loss {m['loss']} (grad norm {m['grad_norm']}) at step {s}; {where}. "
-                        "Lower train.lr or raise train.warmup_steps, then rerun to resume."
-                    )
-            now = time.perf_counter()
-            s, m = pending[-1][0], host[-1]
-            rate = (s - last_step) / max(now - last_time, 1e-9)
-            scalars = {k: float(v) for k, v in m.items()}
-            scalars["steps_per_sec"] = rate
-            b, f = cfg.data.batch_size, cfg.data.frames
-            scalars["tokens_per_sec"] = rate * b * f * trainer.tokens_per_frame
-            writer.write(s, scalars)
-            last_time, last_step = now, s
-            pending.clear()
-
-        with _progress(cfg.train.steps, start, is_main) as bar:
-            for step in range(start, cfg.train.steps):
-                batch = next(batches)
-                batch = {
-                    k: jax.make_array_from_process_local_data(trainer.batch_sharding, np.asarray(v))
-                    for k, v in batch.items()
-                }
-                state, metrics = trainer.step(state, batch)
-                done = step + 1
-                pending.append((done, metrics))
-                if bar is not None:
-                    bar.update(1)
-                out_of_time = max_seconds > 0 and time.perf_counter() - began > max_seconds
-                last = done == cfg.train.steps or out_of_time
-                if done % cfg.train.log_every == 0 or last or stop.requested:
-                    flush()
-                if done % cfg.train.ckpt_every == 0 or last or stop.requested:
-                    flush()  # never checkpoint a state whose loss was not checked
-                    checkpoint.save(manager, done, state, meta, data_iter=batches, version=STATE_VERSION)
-                if stop.requested:
-                    logging.warning("stopped at step %d on request; resume by running the same command", done)
-                    break
-                if out_of_time:
-                    logging.warning("stopped at step %d after train.max_seconds=%g s", done, max_seconds)
-                    break
-    return state

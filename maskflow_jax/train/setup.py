@@ -16,7 +16,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from maskflow_jax.config_validation import ConfigError, token_grid
-from maskflow_jax.models.latte import make_denoiser
+from maskflow_jax.models.latte import init_params, make_denoiser
 from maskflow_jax.parallel.mesh import batch_sharding as make_batch_sharding
 from maskflow_jax.parallel.mesh import batch_shards
 from maskflow_jax.train.optimizer import make_optimizer
@@ -68,10 +68,7 @@ def build_trainer(cfg, mesh):
 
     def init_boxed(rng):
         k_params, k_state = jax.random.split(rng)
-        tokens = jnp.zeros((1, cfg.data.frames, *grid), jnp.int32)
-        t = jnp.ones((1, cfg.data.frames), jnp.float32)
-        actions = jnp.zeros((1, cfg.data.frames), jnp.int32) if cfg.model.action_cond else None
-        params = model.init(k_params, tokens, t, actions=actions)["params"]
+        params = init_params(model, k_params, cfg.data.frames, grid)
         return TrainState(
             step=jnp.zeros((), jnp.int32), params=params, ema_params=params, opt_state=tx.init(params), rng=k_state
         )

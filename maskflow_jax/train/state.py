@@ -6,7 +6,7 @@ import flax
 import jax
 import jax.numpy as jnp
 
-STATE_VERSION = 1  # bump when the fields below change; checked on restore
+STATE_VERSION = 2  # bump when the fields below or the checkpoint layout change; checked on restore
 
 
 @flax.struct.dataclass
