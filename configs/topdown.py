@@ -13,8 +13,9 @@ Beyond the paper (named options, documented in configs/base.py): training clips 
 (`flow.noise_level=prefix_shared`, the setup every sampling chunk starts from), a small random output
 head (`model.head_init_std`), a warm-up that does not start at zero (`train.warmup_init`), frame f
 conditioned on the moves out of it and into it (`model.action_align=both`), and rotary attention
-(`model.rope=spatiotemporal`). The last two are what let the 560-step model learn the moves
-(docs/experiments/2026-12-02-rotary-attention.md).
+(`model.rope=spatiotemporal`). The last two are what let the tiny model learn the moves
+(docs/experiments/2026-12-02-rotary-attention.md); 840 steps rather than 560 because the step at which it
+leaves the copy plateau varies between ~500 and ~750 (docs/experiments/2026-12-03-topdown-steps.md).
 
 Variants (`--config=configs/topdown.py:noactions,smoke`): `noactions` (unconditional denoiser),
 `smoke` (every stage at toy size), `accel` (scaled up for one accelerator chip and trained for a
@@ -61,7 +62,7 @@ def get_config(arg=None):
     c.flow.noise_level = "prefix_shared"  # half the clips: clean prefix, the rest at one shared t
     c.flow.prefix_prob = 0.5  # share of clips with a clean prefix
 
-    c.train.steps = 560  # denoiser steps (~5 minutes here)
+    c.train.steps = 840  # denoiser steps (~8 minutes here); past the plateau (see the docstring)
     c.train.lr = 2e-3  # AdamW learning rate
     c.train.warmup_steps = 50  # linear warm-up
     c.train.warmup_init = 0.1  # ... from 0.1 x lr
