@@ -85,13 +85,22 @@ def _restore_newest(manager, trees, data_iter, step, version):
     errors = []
     for step in steps:
         items = {name: ocp.args.StandardRestore(target) for name, target in trees.items()}
-        items["meta"] = ocp.args.JsonRestore()
         if data_iter is not None:
             import grain
 
             items["data"] = grain.checkpoint.CheckpointRestore(_grain_iterator(data_iter))
         try:
+            # The metadata first: a checkpoint of another state version (another layout) is named as such.
+            meta = dict(manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+            if version is not None and meta.get("state_version") != version:
+                raise CheckpointError(
+                    f"checkpoint step {step} in {manager.directory} has state_version "
+                    f"{meta.get('state_version')} but this code writes {version}; "
+                    "restore it with the code version that wrote it or start a new workdir"
+                )
             restored = manager.restore(step, args=ocp.args.Composite(**items))
+        except CheckpointError:
+            raise
         except Exception as err:  # noqa: BLE001 - any read failure means "damaged", try older ones
             logging.warning(
                 "checkpoint step %d in %s is unreadable (%s: %s); trying the previous one",
@@ -102,13 +111,6 @@ def _restore_newest(manager, trees, data_iter, step, version):
             )
             errors.append(f"step {step}: {type(err).__name__}: {err}")
             continue
-        meta = dict(restored["meta"])
-        if version is not None and meta.get("state_version") != version:
-            raise CheckpointError(
-                f"checkpoint step {step} in {manager.directory} has state_version "
-                f"{meta.get('state_version')} but this code writes {version}; "
-                "restore it with the code version that wrote it or start a new workdir"
-            )
         if errors:
             logging.warning("restored step %d after skipping damaged checkpoints: %s", step, errors)
         return step, {name: restored[name] for name in trees}, meta

@@ -143,6 +143,13 @@ def test_inference_restores_only_the_parameter_items_without_an_optimizer(tmp_pa
     os.makedirs(ema_dir)
     _, _, step = inference.load_denoiser(cfg, workdir)
     assert step == 2
+    # A checkpoint of another layout (state version 1: the parameters inside `state`) is named by its version.
+    old = checkpoint.make_manager(str(tmp_path / "v1"))
+    checkpoint.save(old, 1, {"params": {"w": np.zeros(2, np.float32)}}, {"config": {}}, version=1)
+    old.wait_until_finished()
+    with pytest.raises(checkpoint.CheckpointError, match="has state_version 1 but this code writes 2"):
+        checkpoint.restore_params(old, {"w": jax.ShapeDtypeStruct((2,), np.float32)}, version=2)
+    old.close()
     with pytest.raises(ValueError, match="parameter items are"):
         checkpoint.restore_params(checkpoint.make_manager(os.path.join(workdir, "checkpoints")), {}, item="opt")
 
