@@ -15,7 +15,8 @@ head (`model.head_init_std`), a warm-up that does not start at zero (`train.warm
 conditioned on the moves out of it and into it (`model.action_align=both`), and rotary attention
 (`model.rope=spatiotemporal`). The last two are what let the tiny model learn the moves
 (docs/experiments/2026-12-02-rotary-attention.md); 840 steps rather than 560 because the step at which it
-leaves the copy plateau varies between ~500 and ~750 (docs/experiments/2026-12-03-topdown-steps.md).
+leaves the copy plateau varies: before 560 in one run, ~700-750 in two others
+(docs/experiments/2026-12-03-topdown-steps.md).
 
 Variants (`--config=configs/topdown.py:noactions,smoke`): `noactions` (unconditional denoiser),
 `smoke` (every stage at toy size), `accel` (scaled up for one accelerator chip and trained for a

@@ -38,6 +38,12 @@ def abstract_target(abstract_state, shardings):
     return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, shardings)
 
 
+def single_device_target(abstract):
+    """The restore target of `abstract` (a tree of shapes) on this host's first device (inference)."""
+    one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=one), abstract)
+
+
 def _grain_iterator(it):
     """The grain iterator inside `it` (wrappers expose the iterator they wrap as `.wrapped`)."""
     import grain  # local import: only needed when a data iterator is checkpointed

@@ -40,9 +40,8 @@ def load_denoiser(cfg, workdir, use_ema=True, step=None):
     vocab_size, _ = vocab(cfg)
     grid = token_grid(cfg)
     model = make_denoiser(cfg.model, vocab_size=vocab_size, frames=cfg.data.frames, grid=grid)
-    one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     shapes = jax.eval_shape(lambda: nn.meta.unbox(init_params(model, jax.random.key(0), cfg.data.frames, grid)))
-    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=one), shapes)
+    target = checkpoint.single_device_target(shapes)
     manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"))
     try:
         restored = checkpoint.restore_params(

@@ -150,8 +150,10 @@ def test_inference_restores_only_the_parameter_items_without_an_optimizer(tmp_pa
     with pytest.raises(checkpoint.CheckpointError, match="has state_version 1 but this code writes 2"):
         checkpoint.restore_params(old, {"w": jax.ShapeDtypeStruct((2,), np.float32)}, version=2)
     old.close()
+    manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"))
     with pytest.raises(ValueError, match="parameter items are"):
-        checkpoint.restore_params(checkpoint.make_manager(os.path.join(workdir, "checkpoints")), {}, item="opt")
+        checkpoint.restore_params(manager, {}, item="opt")
+    manager.close()
 
 
 def test_non_finite_loss_stops_with_step_and_checkpoint(tmp_path, data):

@@ -281,8 +281,7 @@ def load_tokenizer(cfg, workdir):
         convert_ldm.check_config(saved, cfg.tokenizer, cfg.tokenizer.init_from)
         return Tokenizer(cfg.tokenizer, params, res)
     shapes = jax.eval_shape(lambda: init_params(cfg.tokenizer, jax.random.key(0), res))
-    one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=one), shapes)
+    target = checkpoint.single_device_target(shapes)
     manager = checkpoint.make_manager(os.path.join(tokenizer_dir(workdir), "checkpoints"))
     try:
         restored = checkpoint.restore_params(manager, target, item="ema", version=STATE_VERSION)

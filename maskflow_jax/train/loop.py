@@ -162,7 +162,6 @@ def fit(
             if out_of_time:
                 logging.warning("stopped at step %d after max_seconds=%g s", done, max_seconds)
                 break
-        flush()
     return state
 
 
