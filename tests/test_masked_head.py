@@ -104,8 +104,10 @@ def test_train_steps_with_masked_head_equal_full_head(shape):
         results.append((np.array(rows), [np.asarray(x) for x in jax.tree.leaves(state.params)]))
     (rows, params), (rows_m, params_m) = results
     np.testing.assert_allclose(rows_m, rows, rtol=1e-5, atol=1e-6)
-    for a, b in zip(params_m, params):  # AdamW divides by sqrt(v): near-zero gradients' rounding shows at ~1e-6
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    # AdamW divides by sqrt(v): a near-zero gradient's rounding moves its parameter by up to ~lr; seen: 1.05e-5 on
+    # one of 8192 parameters on one CPU type (2026-12-04), ~1e-6 on others
+    for a, b in zip(params_m, params):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=3e-5)
 
 
 def _largest_intermediate(fn, *args):

@@ -13,7 +13,9 @@ Our module reproduces that parameter tree exactly, including its "/" in module n
 ("Branch_1/Conv3d_0b_3x3", "Logits/Conv3d_0c_1x1") and its (1, 1, 1, 1, C) BatchNorm statistics.
 Layers (DeepMind kinetics-i3d): Unit3D = conv without bias (TF "SAME") -> BatchNorm without scale
 (inference statistics, eps 1e-3) -> ReLU; max-pools pad with -inf; the logits are a 1x1x1 conv
-with bias after a [2, 7, 7] VALID average pool, then the mean over time.
+with bias after a [2, 7, 7] VALID average pool, then the mean over time. The stem runs in one of the exact
+forms of eval/i3d_stem.py: on 2x2x2 space-to-depth blocks, or, for square frames under 224 that
+preprocessing would upsample (the built-in worlds' 32x32), straight off the small frames.
 
 Shapes: B videos, T frames (T >= 9 so the last average pool has a frame), H×W pixels, C = 3.
 """
@@ -31,6 +33,7 @@ import numpy as np
 from flax import traverse_util
 
 from maskflow_jax import files
+from maskflow_jax.eval.i3d_stem import ResizedStemConv, SpaceToDepthConv, fits_resized_stem
 
 NUM_CLASSES = 400
 SIZE = 224  # I3D input side after preprocessing
@@ -70,73 +73,26 @@ class BatchNormNoScale(nn.Module):
         return (x - mean.reshape(c)) * jax.lax.rsqrt(var.reshape(c) + BN_EPS) + bias
 
 
-def _same_pad_before(size, kernel, stride):
-    """TF "SAME" padding before one axis (ceil(size / stride) outputs; an odd total puts the extra one after)."""
-    out = -(-size // stride)
-    return max((out - 1) * stride + kernel - size, 0) // 2
-
-
-def _reshape_keep_batch(x, shape):
-    """Reshape that keeps the leading batch axis and its sharding (an explicitly sharded batch, as
-    `i3d_features` gets from a mesh with Explicit axes, needs the output sharding spelt out)."""
-    sharding = jax.typeof(x).sharding
-    spec = tuple(getattr(sharding, "spec", ()) or ())
-    if not spec or all(a is None for a in spec):
-        return x.reshape(shape)
-    out = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(spec[0]))
-    return jax.lax.reshape(x, shape, out_sharding=out)
-
-
-class SpaceToDepthConv(nn.Module):
-    """A stride-2 TF-"SAME" 3-D conv without bias, computed as a stride-1 conv on 2x2x2 space-to-depth blocks.
-
-    The same function as `nn.Conv(features, kernel, (2, 2, 2), padding="SAME", use_bias=False)` with the same
-    parameter ("kernel" (kt, kh, kw, C, features)); only the summation order differs. Used for I3D's stem
-    (7x7x7 on C = 3), where XLA:CPU's direct convolution reaches a few % of the matmul peak: the blocked form
-    has 8C = 24 input channels and ran 2.1x faster on a 2-core CPU (`python -m benchmarks.i3d --layers`).
-    """
-
-    features: int
-    kernel: tuple = (7, 7, 7)
-
-    @nn.compact
-    def __call__(self, x):
-        c = x.shape[-1]
-        w = self.param("kernel", nn.initializers.lecun_normal(), (*self.kernel, c, self.features))
-        pads = [(0, 0)]
-        for size, k in zip(x.shape[1:4], self.kernel):
-            before = _same_pad_before(size, k, 2)
-            out = -(-size // 2)
-            blocks = out + (k + 1) // 2 - 1  # output o reads blocks o .. o + ceil(k / 2) - 1
-            pads.append((before, 2 * blocks - size - before))
-        x = jnp.pad(x, pads + [(0, 0)])
-        b, t, h, wd = x.shape[0], x.shape[1] // 2, x.shape[2] // 2, x.shape[3] // 2
-        x = _reshape_keep_batch(x, (b, t, 2, h, 2, wd, 2, c)).transpose(0, 1, 3, 5, 2, 4, 6, 7)
-        x = _reshape_keep_batch(x, (b, t, h, wd, 8 * c))
-        kb = tuple((k + 1) // 2 for k in self.kernel)  # kernel in blocks (zero-padded to an even size)
-        w = jnp.pad(w, [(0, 2 * n - k) for n, k in zip(kb, self.kernel)] + [(0, 0), (0, 0)])
-        w = w.reshape(kb[0], 2, kb[1], 2, kb[2], 2, c, self.features).transpose(0, 2, 4, 1, 3, 5, 6, 7)
-        w = w.reshape(*kb, 8 * c, self.features)
-        return jax.lax.conv_general_dilated(
-            x, w, (1, 1, 1), "VALID", dimension_numbers=("NDHWC", "DHWIO", "NDHWC"), precision=_HIGHEST
-        )
-
-
 class Unit3D(nn.Module):
     """Conv3d (TF "SAME", no bias) -> BatchNormNoScale -> ReLU on (B, T, H, W, C).
 
-    space_to_depth: compute a stride-(2, 2, 2) conv as `SpaceToDepthConv` (same function and parameters)."""
+    space_to_depth: compute a stride-(2, 2, 2) conv as `SpaceToDepthConv` (same function and parameters).
+    resize_to: the input is small square frames that preprocessing would resize to resize_to² (bilinear);
+    the stride-2 conv of the resized frames is computed from them by `ResizedStemConv` (same parameters)."""
 
     features: int
     kernel: tuple = (1, 1, 1)
     strides: tuple = (1, 1, 1)
     space_to_depth: bool = False
+    resize_to: int = 0
 
     @nn.compact
     def __call__(self, x):
-        if self.space_to_depth:
-            if tuple(self.strides) != (2, 2, 2):
-                raise ValueError(f"space_to_depth needs strides (2, 2, 2); got {self.strides}")
+        if (self.space_to_depth or self.resize_to) and tuple(self.strides) != (2, 2, 2):
+            raise ValueError(f"space_to_depth / resize_to need strides (2, 2, 2); got {self.strides}")
+        if self.resize_to:
+            x = ResizedStemConv(self.features, self.kernel, self.resize_to, name="Conv_0")(x)
+        elif self.space_to_depth:
             x = SpaceToDepthConv(self.features, self.kernel, name="Conv_0")(x)
         else:
             x = nn.Conv(
@@ -198,22 +154,27 @@ STAGES = (
 
 
 class InceptionI3d(nn.Module):
-    """(B, T >= 9, 224, 224, 3) in [-1, 1] -> (B, 400) Kinetics logits averaged over time (STAGES in order)."""
+    """(B, T >= 9, 224, 224, 3) in [-1, 1] -> (B, 400) Kinetics logits averaged over time (STAGES in order).
+
+    resize_to: 0, or the input is (B, T, h, h, 3) frames in [-1, 1] that preprocessing would resize to
+    resize_to² (`fits_resized_stem(h, resize_to)`); the stem then reads them directly (ResizedStemConv)."""
 
     num_classes: int = NUM_CLASSES
+    resize_to: int = 0
 
     @nn.compact
     def __call__(self, x):
-        for name, kind, args in STAGES:
-            x = stage_module(name, kind, args, self.num_classes)(x)
+        for i, (name, kind, args) in enumerate(STAGES):
+            x = stage_module(name, kind, args, self.num_classes, resize_to=self.resize_to if i == 0 else 0)(x)
         return x
 
 
-def stage_module(name, kind, args, num_classes=NUM_CLASSES):
-    """The Linen module of one STAGES entry, named so its parameters sit where the checkpoint has them."""
+def stage_module(name, kind, args, num_classes=NUM_CLASSES, resize_to=0):
+    """The Linen module of one STAGES entry, named so its parameters sit where the checkpoint has them.
+    resize_to: for the stem, read small frames (Unit3D.resize_to)."""
     if kind == "unit":
         features, kernel, strides, s2d = args
-        return Unit3D(features, kernel, strides, space_to_depth=s2d, name=name)
+        return Unit3D(features, kernel, strides, space_to_depth=s2d, resize_to=resize_to, name=name)
     if kind == "block":
         return InceptionBlock(BLOCKS[name], name=name)
     if kind == "logits":
@@ -391,12 +352,15 @@ def preprocess(videos, size=SIZE):
     return x[:, :, top : top + size, left : left + size] * 2.0 - 1.0
 
 
-@functools.partial(jax.jit, static_argnames=("resolution",))
-def i3d_features(variables, videos, resolution=None):
+@functools.partial(jax.jit, static_argnames=("resolution", "resized_stem"))
+def i3d_features(variables, videos, resolution=None, resized_stem=True):
     """I3D features of uint8 videos (B, T >= 9, H, W, 3) -> (B, 400) float32.
 
     resolution: the videos are first resized to resolution² (bilinear, no antialias, rounded back
     to uint8 as a decoded video would be), as a protocol fixes the frame size (None = as given).
+    resized_stem: square frames smaller than 224 (16, 32, 64, ...: `i3d_stem.fits_resized_stem`) skip the
+    resize to 224² and the stem reads them (i3d_stem.ResizedStemConv; the same features up to float
+    rounding, 3-8x faster stem); False resizes first as `preprocess` does (the definition).
     Jitted; a `videos` array sharded over B (NamedSharding) shards the computation over B, with
     `variables` replicated. Recompiles for each new (B, T, H, W): keep batches the same size.
     """
@@ -406,6 +370,12 @@ def i3d_features(variables, videos, resolution=None):
         b, t = videos.shape[:2]
         x = jax.image.resize(videos.astype(jnp.float32), (b, t, resolution, resolution, 3), "bilinear", antialias=False)
         videos = jnp.clip(jnp.round(x), 0, 255).astype(jnp.uint8)
+    h, w = videos.shape[2:4]
+    if resized_stem and h == w and fits_resized_stem(h, SIZE):
+        if videos.dtype != jnp.uint8:
+            raise ValueError(f"videos must be uint8 (0-255); got {videos.dtype}")
+        x = videos.astype(jnp.float32) / 255.0 * 2.0 - 1.0
+        return InceptionI3d(resize_to=SIZE).apply(variables, x).astype(jnp.float32)
     return InceptionI3d().apply(variables, preprocess(videos)).astype(jnp.float32)
 
 
