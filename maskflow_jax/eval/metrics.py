@@ -8,8 +8,11 @@ population (biased) local variances, averaged over pixels and channels (as tf.im
 Motion and contrast (no reference): per video (B,), in the pixel units of the input (0-255 for
 uint8). Motion is the mean absolute change between consecutive frames (0 for a frozen frame);
 contrast is the standard deviation of each frame's pixels, averaged over frames (low for blur).
-Beside FVD they tell a moving, sharp sample from a frozen or washed-out one.
+Beside FVD they tell a moving, sharp sample from a frozen or washed-out one. All four are jitted (one
+compilation per input shape; the evaluation calls them on every batch and window).
 """
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +31,7 @@ def _as_float(a, b, max_val):
     return a.astype(jnp.float32) / max_val, b.astype(jnp.float32) / max_val
 
 
+@functools.partial(jax.jit, static_argnames=("max_val",))
 def psnr(a, b, max_val=None):
     """Per-frame PSNR in dB (B, T); +inf where the frames are identical.
 
@@ -47,22 +51,21 @@ def gaussian_window(size=11, sigma=1.5):
     return g / g.sum()
 
 
+def _band(n, g):
+    """(n - k + 1, n) matrix M with (M @ z)[i] = sum_a g[a] z[i + a]: a VALID 1-D filter as a matmul."""
+    k = g.shape[0]
+    return sum(g[a] * jnp.eye(n - k + 1, n, k=a, dtype=jnp.float32) for a in range(k))
+
+
 def _filter(z, g):
-    """Separable VALID Gaussian filter of (N, H, W, C), channel by channel -> (N, H', W', C)."""
-    c = z.shape[-1]
-    k = len(g)
-    dn = ("NHWC", "HWIO", "NHWC")
-    rows = jnp.tile(g.reshape(k, 1, 1, 1), (1, 1, 1, c))
-    cols = jnp.tile(g.reshape(1, k, 1, 1), (1, 1, 1, c))
-    prec = jax.lax.Precision.HIGHEST
-    z = jax.lax.conv_general_dilated(
-        z, rows, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=c, precision=prec
-    )
-    return jax.lax.conv_general_dilated(
-        z, cols, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=c, precision=prec
-    )
+    """Separable VALID Gaussian filter of (N, H, W, C), channel by channel -> (N, H', W', C), as two matmuls
+    with banded matrices (on 4 x 16 frames of 32x32 XLA:CPU's depthwise
+    convolution took 109 ms, this 4 ms)."""
+    _, h, w, _ = z.shape
+    return jnp.einsum("ih,nhwc,jw->nijc", _band(h, g), z, _band(w, g), precision=jax.lax.Precision.HIGHEST)
 
 
+@functools.partial(jax.jit, static_argnames=("max_val", "size", "sigma", "k1", "k2"))
 def ssim(a, b, max_val=None, size=11, sigma=1.5, k1=0.01, k2=0.03):
     """Per-frame mean SSIM (B, T) in [-1, 1]; 1 for identical frames. H, W >= size."""
     a = jnp.asarray(a)
@@ -90,12 +93,14 @@ def _video(v, min_frames=1):
     return v.astype(jnp.float32)
 
 
+@jax.jit
 def motion(videos):
     """Mean |frame t+1 - frame t| over pixels, channels and t (B,); videos (B, T >= 2, H, W, C)."""
     v = _video(videos, 2)
     return jnp.mean(jnp.abs(v[:, 1:] - v[:, :-1]), axis=(1, 2, 3, 4))
 
 
+@jax.jit
 def contrast(videos):
     """Per-frame standard deviation over pixels and channels, averaged over frames (B,)."""
     v = _video(videos)
