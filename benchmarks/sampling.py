@@ -3,7 +3,9 @@
     python -m benchmarks.sampling [--batches 1,2] [--horizons 1,2,5,10]
 
 Reports ms per NFE (one forward), a 20-step MGM window and a 20-step FM window as a multiple of
-20 forwards (bookkeeping overhead), and chunk-wise rollouts (m 2, s 14) at 1x/2x/5x/10x the window:
+20 forwards (bookkeeping overhead), each with candidates drawn only where needed (the default) and at every
+position (`sampling.gathered_draw=False`), and whether both give the same tokens; and chunk-wise rollouts
+(m 2, s 14) at 1x/2x/5x/10x the window:
 seconds per generated frame and the process's peak RSS after each length (flat = memory does not
 grow with L).
 """
@@ -45,11 +47,15 @@ def measure(cfg, batch, horizons=(1, 2, 5, 10), repeats=3, steps=STEPS):
     nfe_s = timeit(fwd, window, t, repeats=repeats)
     row = {"B": batch, "ms_per_nfe": 1e3 * nfe_s, "steps": steps}
     for name in ("mgm", "fm"):
-        cfg.sampling.sampler, cfg.sampling.steps = name, steps
-        chunk = ro.make_chunk_fn(ro.make_sampler(cfg.sampling, vocab - 1), apply_fn, params=params)
-        sec = timeit(lambda: chunk(jax.random.key(0), window, ctx)[0], repeats=repeats)
-        row[f"{name}_window_s"] = sec
-        row[f"{name}_vs_20_forwards"] = sec / (steps * nfe_s)
+        outs = {}
+        for gathered, suffix in ((False, "_full_draw"), (True, "")):  # same tokens for the key either way
+            cfg.sampling.sampler, cfg.sampling.steps, cfg.sampling.gathered_draw = name, steps, gathered
+            chunk = ro.make_chunk_fn(ro.make_sampler(cfg.sampling, vocab - 1), apply_fn, params=params)
+            sec = timeit(lambda: chunk(jax.random.key(0), window, ctx)[0], repeats=repeats)
+            outs[gathered] = np.asarray(chunk(jax.random.key(0), window, ctx)[0])
+            row[f"{name}{suffix}_window_s"] = sec
+            row[f"{name}{suffix}_vs_20_forwards"] = sec / (steps * nfe_s)
+        row[f"{name}_same_tokens"] = bool(np.array_equal(outs[True], outs[False]))
     cfg.sampling.sampler = "mgm"
     chunk = ro.make_chunk_fn(ro.make_sampler(cfg.sampling, vocab - 1), apply_fn, params=params)
     context = np.zeros((batch, 2, grid, grid), np.int32)
@@ -79,6 +85,12 @@ def main():
             f"B={batch}: {row['ms_per_nfe']:.1f} ms/NFE | MGM window {row['mgm_window_s']:.2f} s = "
             f"{row['mgm_vs_20_forwards']:.3f}x 20 NFE | FM window {row['fm_window_s']:.2f} s = "
             f"{row['fm_vs_20_forwards']:.3f}x 20 NFE",
+            flush=True,
+        )
+        print(
+            f"    full-vocabulary draws at every position: MGM {row['mgm_full_draw_vs_20_forwards']:.3f}x, "
+            f"FM {row['fm_full_draw_vs_20_forwards']:.3f}x; same tokens: MGM {row['mgm_same_tokens']}, "
+            f"FM {row['fm_same_tokens']}",
             flush=True,
         )
         for mult in horizons:

@@ -13,6 +13,7 @@ Differences from the release: the adaptive step h_f = min(1/S, (1 - kappa)/kappa
 output never contains MASK.
 """
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -20,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from maskflow_jax.flow.schedules import kappa, kappa_derivative
+from maskflow_jax.sampling import draw
 from maskflow_jax.sampling.candidates import filter_logits
 from maskflow_jax.sampling.mgm import guided_logits
 from maskflow_jax.sampling.schedules import matrix_levels, scheduling_matrix
@@ -42,8 +44,12 @@ def fm_sample(
     allow_mask=False,
     guidance=0.0,
     guidance_steps=0,
+    gathered=True,
 ):
     """Fills every MASK of `tokens` (B, F, H, W); context (B, F) bool frames are given and frozen.
+
+    gathered: draw candidates only at the positions that jump at a step (`sampling/draw.py`); the same
+    tokens for a key as drawing at every position (`gathered=False`), faster.
 
     Returns (tokens (B, F, H, W) int32, nfe () int32): S NFE for full_sequence, S + F - 1 for pyramid.
     """
@@ -67,10 +73,12 @@ def fm_sample(
             )
         else:
             logits, cost = logits_fn(tok, t_clip), 1
-        logits = filter_logits(
-            logits, temperature=temperature, top_k=top_k, top_p=top_p, mask_id=None if allow_mask else mask_id
-        )
-        p_mask = jax.nn.softmax(logits, axis=-1)[..., mask_id] if allow_mask else 0.0
+        filt = functools.partial(filter_logits, temperature=temperature, top_k=top_k, top_p=top_p)
+        if allow_mask:  # the jump needs p1[MASK] at every position: filter all rows first
+            logits = filt(logits, mask_id=None)
+            p_mask, prepare = jax.nn.softmax(logits, axis=-1)[..., mask_id], lambda r: r
+        else:  # filtering is row-wise: only the rows that are drawn need it
+            p_mask, prepare = 0.0, functools.partial(filt, mask_id=mask_id)
         rate = kappa_derivative(t_clip, kappa_name) / (1.0 - kappa(t_clip, kappa_name) + 1e-6)  # (B, F)
         h = (
             jnp.minimum(1.0 / steps, (1.0 - kappa(t_clip, kappa_name)) / kappa_derivative(t_clip, kappa_name))
@@ -78,11 +86,16 @@ def fm_sample(
             else 1.0 / steps
         )
         jump = jnp.clip(h * rate, 0.0, 1.0)[:, :, None, None] * (1.0 - p_mask)
-        no_mask = logits.at[..., mask_id].set(-jnp.inf)
-        cand = jax.random.categorical(k_c, no_mask).astype(jnp.int32)
         masked = tok == mask_id
         last = i == rows - 1  # fill anything left at the last row (never output MASK)
         move = masked & ((jax.random.uniform(k_u, tok.shape) < jump) | last)
+
+        def candidates(rows_logits, flat_rows):
+            no_mask = prepare(rows_logits).at[..., mask_id].set(-jnp.inf)
+            return draw.draw_rows(k_c, no_mask, flat_rows)
+
+        caps = draw.default_capacities(move.size, logits.shape[-1]) if gathered and draw.can_gather(k_c) else ()
+        cand = draw.map_selected_rows(candidates, logits, move, caps)
         return jnp.where(move, cand, tok), rng, nfe + cost
 
     out, _, nfe = jax.lax.fori_loop(0, rows, body, (tokens.astype(jnp.int32), rng, jnp.zeros((), jnp.int32)))

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from maskflow_jax.flow.schedules import kappa, kappa_inverse
+from maskflow_jax.sampling import draw
 from maskflow_jax.sampling.candidates import filter_logits
 from maskflow_jax.sampling.schedules import unmask_counts_traced
 
@@ -65,9 +66,12 @@ def mgm_sample(
     allow_mask=False,
     guidance=0.0,
     guidance_steps=0,
+    gathered=True,
 ):
     """Fills every MASK position of `tokens` (B, F, H, W) int32; context: (B, F) bool frames that
     are given (never changed). logits_fn(tokens, t (B, F)) -> (B, F, H, W, V).
+    gathered: draw candidates and their log-probabilities only at still-masked positions (`sampling/draw.py`);
+    the same tokens for a key as computing them everywhere (`gathered=False`), faster.
 
     Returns (tokens (B, F, H, W) int32 with no MASK, nfe () int32 executed network evaluations).
     """
@@ -101,18 +105,27 @@ def mgm_sample(
             )
         else:
             logits, cost = logits_fn(state.tokens, t), 1
-        logits = filter_logits(
-            logits, temperature=temperature, top_k=top_k, top_p=top_p, mask_id=None if allow_mask else mask_id
-        )
-        cand = jax.random.categorical(k_cand, logits).astype(jnp.int32)
-        logp = jax.nn.log_softmax(logits, axis=-1)
-        cand_logp = jnp.take_along_axis(logp, cand[..., None], axis=-1)[..., 0]
+        still = state.tokens == mask_id
+
+        def candidates(rows_logits, flat_rows):  # filtering and log-softmax are row-wise
+            rows_logits = filter_logits(
+                rows_logits,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                mask_id=None if allow_mask else mask_id,
+            )
+            cand = draw.draw_rows(k_cand, rows_logits, flat_rows)
+            logp = jax.nn.log_softmax(rows_logits, axis=-1)
+            return cand, jnp.take_along_axis(logp, cand[..., None], axis=-1)[..., 0]
+
+        caps = draw.default_capacities(still.size, logits.shape[-1]) if gathered and draw.can_gather(k_cand) else ()
+        cand, cand_logp = draw.map_selected_rows(candidates, logits, still, caps)
         if randomize == "linear":
             anneal = 1.0 - state.step.astype(jnp.float32) / max(steps - 1, 1)
             conf = cand_logp + randomize_temp * anneal * jax.random.gumbel(k_gumbel, cand_logp.shape)
         else:
             conf = jnp.exp(cand_logp)
-        still = state.tokens == mask_id
         conf = jnp.where(still, conf, -jnp.inf).reshape(b, -1)
         n = jnp.minimum(budget[:, state.step], jnp.sum(still.reshape(b, -1), axis=1))  # (B,)
         # Rank of each position by confidence (ties broken by index): commit exactly the top n.

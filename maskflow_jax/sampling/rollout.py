@@ -77,6 +77,7 @@ def make_sampler(sampling_cfg, mask_id, kappa_name="sigmoid"):
         allow_mask=s.parity_allow_mask,
         guidance=s.guidance,
         guidance_steps=s.guidance_steps,
+        gathered=s.get("gathered_draw", True),
     )
     if s.sampler == "mgm":
         return lambda rng, fn, tok, ctx: mgm_sample(
