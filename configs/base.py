@@ -131,7 +131,7 @@ def get_base():
     s.guidance_steps = 20  # steps that use guidance
     s.parity_count_context = False  # release parity: unmask schedule counts context tokens
     s.parity_allow_mask = False  # release parity: MASK may be sampled as a token
-    s.gathered_draw = True  # draw candidates only where a step uses them: same samples as full draws, faster
+    s.gathered_draw = True  # own threefry draws, only where a step uses them: same samples as jax.random, faster
     s.context = 2  # m: context frames
     s.stride = 14  # s: new frames kept per chunk
     s.horizon = 160  # L: frames to generate in total (including the context)

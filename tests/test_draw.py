@@ -24,6 +24,36 @@ def test_wide_multiply_matches_uint64():
     np.testing.assert_array_equal(got, a * b)
 
 
+# Known-answer vectors of Threefry-2x32-20 (Salmon et al., SC 2011): (key, counter) -> output words.
+_THREEFRY_KAT = [
+    ((0x00000000, 0x00000000), (0x00000000, 0x00000000), (0x6B200159, 0x99BA4EFE)),
+    ((0xFFFFFFFF, 0xFFFFFFFF), (0xFFFFFFFF, 0xFFFFFFFF), (0x1CB996FC, 0xBB002BE7)),
+    ((0x13198A2E, 0x03707344), (0x243F6A88, 0x85A308D3), (0xC4923A9C, 0x483DF7A0)),
+]
+
+
+@pytest.mark.parametrize("key, counter, expected", _THREEFRY_KAT)
+def test_threefry_known_answers(key, counter, expected):
+    k1, k2 = (np.uint32(k) for k in key)
+    x0, x1 = (jnp.asarray([c], jnp.uint32) for c in counter)
+    got = draw.threefry2x32(k1, k2, x0, x1)
+    assert [int(g[0]) for g in got] == list(expected)
+
+
+def test_threefry_gives_jax_random_bits():
+    key = jax.random.key(42)
+    shape = (3, 1000)
+    lo = jnp.arange(3000, dtype=jnp.uint32).reshape(shape)
+    b1, b2 = draw.threefry2x32(*jax.random.key_data(key), jnp.zeros_like(lo), lo)
+    np.testing.assert_array_equal(np.asarray(b1 ^ b2), np.asarray(jax.random.bits(key, shape)))
+
+
+def test_first_argmax_breaks_ties_like_argmax():
+    y = jnp.asarray(np.random.default_rng(0).integers(0, 3, (64, 9)), jnp.float32)  # many ties
+    y = y.at[:8].set(-jnp.inf).at[:8, 5].set(0.0).at[8:12].set(2.0)  # -inf rows with one finite class; all equal
+    np.testing.assert_array_equal(np.asarray(jax.jit(draw._first_argmax)(y)), np.asarray(jnp.argmax(y, axis=-1)))
+
+
 def test_the_check_against_jax_passes_here():
     assert draw.gathered_draw_supported()
     assert draw.can_gather(jax.random.key(0))

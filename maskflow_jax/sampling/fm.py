@@ -94,7 +94,7 @@ def fm_sample(
             no_mask = prepare(rows_logits).at[..., mask_id].set(-jnp.inf)
             return draw.draw_rows(k_c, no_mask, flat_rows)
 
-        caps = draw.default_capacities(move.size, logits.shape[-1]) if gathered and draw.can_gather(k_c) else ()
+        caps = draw.default_capacities(move.size, logits.shape[-1]) if gathered and draw.can_gather(k_c) else None
         cand = draw.map_selected_rows(candidates, logits, move, caps)
         return jnp.where(move, cand, tok), rng, nfe + cost
 

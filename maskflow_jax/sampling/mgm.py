@@ -119,7 +119,7 @@ def mgm_sample(
             logp = jax.nn.log_softmax(rows_logits, axis=-1)
             return cand, jnp.take_along_axis(logp, cand[..., None], axis=-1)[..., 0]
 
-        caps = draw.default_capacities(still.size, logits.shape[-1]) if gathered and draw.can_gather(k_cand) else ()
+        caps = draw.default_capacities(still.size, logits.shape[-1]) if gathered and draw.can_gather(k_cand) else None
         cand, cand_logp = draw.map_selected_rows(candidates, logits, still, caps)
         if randomize == "linear":
             anneal = 1.0 - state.step.astype(jnp.float32) / max(steps - 1, 1)
