@@ -97,6 +97,7 @@ def get_base():
     m.param_dtype = "float32"  # parameter dtype (float32 keeps parameters and Adam state fp32 under bf16)
     m.attention = "auto"  # auto (cudnn on NVIDIA GPUs where it can, else xla; einsum on CPU) | xla | cudnn | einsum
     m.remat = False  # rematerialise each block in the backward pass
+    m.fusion_barrier = True  # XLA:CPU backward workaround (residual stream); docs/performance.md §1, §8
     m.remat_policy = "nothing"  # with remat: nothing (recompute all) | dots (keep matmul outputs)
     m.scan_blocks = False  # nn.scan over the (spatial, temporal) pairs: one compiled pair, faster compiles
     m.masked_head = False  # evaluate the output head only at masked positions (same loss, less memory)

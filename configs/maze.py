@@ -44,6 +44,7 @@ def get_config(arg=None):
     # the model had not learned even to copy the previous frame after 1000 steps (masked accuracy 0.19);
     # patch 1 reaches 0.35 at 1500 steps. A step costs ~0.73 s instead of ~0.4 s (train_metrics.jsonl).
     c.model.patch = 1
+    c.model.fusion_barrier = False  # here its copies cost ~10 % of a step (docs/performance.md §8)
     c.train.steps = 560
     c.train.lr = 2e-3  # reaches at 300 steps the held-out accuracy 5e-4 reached at 560
     c.train.warmup_steps = 50

@@ -59,6 +59,7 @@ def get_config(arg=None):
     c.model.action_align = "both"  # frame f gets the move out of it (actions[f]) and the move into it (actions[f - 1])
     c.model.rope = "spatiotemporal"  # rotary q/k: a per-frame query selects a relative offset (a one-token move)
     c.model.head_init_std = 0.02  # a small random head: the body gets gradients from step 0
+    c.model.fusion_barrier = False  # here its copies cost ~10 % of a step (docs/performance.md §8)
 
     c.flow.noise_level = "prefix_shared"  # half the clips: clean prefix, the rest at one shared t
     c.flow.prefix_prob = 0.5  # share of clips with a clean prefix

@@ -231,6 +231,35 @@ def test_backward_workarounds_keep_logits_and_gradients(monkeypatch, batch):
     assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(ref_grads)) > 1e-3
 
 
+def test_fusion_barrier_option_keeps_logits_and_gradients():
+    """config.model.fusion_barrier only changes how XLA:CPU fuses the backward: with it off the
+    denoiser's logits and masked-CE gradients equal those with it on to 1e-5 (float rounding of a different
+    fusion), and the config reaches the model."""
+    from maskflow_jax.flow import losses
+
+    on, off = _model(fusion_barrier=True), _model(fusion_barrier=False)
+    assert on.fusion_barrier and not off.fusion_barrier
+    tokens, t = _inputs()
+    params = _perturbed_params(on, tokens, t, scale=0.2)
+    mask = jax.random.bernoulli(jax.random.key(5), 0.5, tokens.shape)
+    weights = jnp.linspace(0.5, 2.0, tokens.shape[0] * F).reshape(tokens.shape[0], F)
+
+    def grads(model):
+        def loss(p):
+            logits = model.apply({"params": p}, tokens, t)
+            return losses.masked_cross_entropy(logits, tokens, mask, weights)[0], logits
+
+        return jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+
+    (_, logits), g_on = grads(on)
+    (_, ref_logits), g_off = grads(off)
+    assert float(jnp.max(jnp.abs(ref_logits))) > 0.1
+    np.testing.assert_allclose(logits, ref_logits, atol=1e-5, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(g_on), jax.tree.leaves(g_off)):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+    assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(g_off)) > 1e-3
+
+
 def test_bcast_mul_gradient_sums_over_broadcast_axes():
     x = jax.random.normal(jax.random.key(0), (2, 3, 5, 4))
     for shape in [(2, 3, 1, 4), (2, 1, 5, 4), (1, 1, 1, 4), (2, 3, 5, 4)]:

@@ -85,6 +85,7 @@ class BlockPair(nn.Module):
     attention: str = "einsum"
     rope: str = "none"
     grid: tuple = ()
+    barrier: bool = True
 
     @nn.compact
     def __call__(self, x, first, c_spatial, c_temporal, temp_embed):
@@ -102,11 +103,12 @@ class BlockPair(nn.Module):
                 )
             name = REMAT_POLICIES[self.remat_policy]
             block = nn.remat(AdaLNBlock, policy=getattr(jax.checkpoint_policies, name) if name else None)
-        x = block(self.heads, self.mlp_ratio, self.dtype, self.attention, name="spatial")(x, c_spatial, rope_s)
+        kw = dict(heads=self.heads, mlp_ratio=self.mlp_ratio, dtype=self.dtype, attention=self.attention)
+        x = block(**kw, barrier=self.barrier, name="spatial")(x, c_spatial, rope_s)
         x = x.transpose(0, 2, 1, 3)  # (B, N, F, D)
         x = nn.with_logical_constraint(x, (ax.BATCH, ax.SEQ, ax.FRAMES, ax.EMBED))
         x = x + temp_embed * first
-        x = block(self.heads, self.mlp_ratio, self.dtype, self.attention, name="temporal")(x, c_temporal, rope_t)
+        x = block(**kw, barrier=self.barrier, name="temporal")(x, c_temporal, rope_t)
         x = x.transpose(0, 2, 1, 3)  # (B, F, N, D)
         return nn.with_logical_constraint(x, (ax.BATCH, ax.FRAMES, ax.SEQ, ax.EMBED)), None
 
@@ -162,7 +164,9 @@ class Latte(nn.Module):
     attention, "spatiotemporal" also of the frame index to the temporal attention: `BlockPair`. With a
     rotary spatial attention a query that is the same at every patch, such as the per-frame adaLN shift
     carrying an action, selects a relative offset; with absolute embeddings only it can only favour
-    absolute positions, so an action-dependent move of the view is hard to express).
+    absolute positions, so an action-dependent move of the view is hard to express), fusion_barrier
+    (`layers.fusion_barrier` on the residual stream: the same function, faster backward on XLA:CPU at
+    Latte-S/2's shapes, ~10 % slower at the built-in worlds' tiny model; docs/performance.md §8).
 
     Call: (tokens (B, F, H, W), t (B, F)[, actions (B, F)]) -> float32 logits (B, F, H, W, V); with
     features_only=True, the final adaLN-modulated patch features (B, F, N, D) in the compute dtype,
@@ -186,6 +190,7 @@ class Latte(nn.Module):
     action_align: str = "after"
     rope: str = "none"
     attention: str = "einsum"
+    fusion_barrier: bool = True
 
     @nn.compact
     def __call__(self, tokens, t, actions=None, features_only=False):
@@ -263,6 +268,7 @@ class Latte(nn.Module):
             attention=self.attention,
             rope=self.rope,
             grid=(gh, gw),
+            barrier=self.fusion_barrier,
         )
         if self.rope not in ROPE_CHOICES:
             raise ValueError(f"config.model.rope={self.rope!r}: expected one of {list(ROPE_CHOICES)}")
@@ -354,6 +360,7 @@ def make_denoiser(model_cfg, vocab_size, frames=None, grid=None):
         head_init_std=float(model_cfg.get("head_init_std", 0.0)),
         action_align=model_cfg.get("action_align", "after"),
         rope=model_cfg.get("rope", "none"),
+        fusion_barrier=bool(model_cfg.get("fusion_barrier", True)),
     )
 
 

@@ -363,13 +363,15 @@ class AdaLNBlock(nn.Module):
 
     c: conditioning broadcastable to (M, L, D) after the 6D projection, e.g. (M, 1, D) for a
     spatial block (one vector per frame) or (M, L, D) for a temporal block (one per frame).
-    rope: None or rotary tables for the L positions (`Attention`).
+    rope: None or rotary tables for the L positions (`Attention`). barrier: put `fusion_barrier` on
+    the residual stream (the same values either way; only XLA:CPU's speed differs, see `fusion_barrier`).
     """
 
     heads: int
     mlp_ratio: float = 4.0
     dtype: jnp.dtype = jnp.float32
     attention: str = "einsum"
+    barrier: bool = True  # `fusion_barrier` on the residual stream (config.model.fusion_barrier)
 
     @nn.compact
     def __call__(self, x, c, rope=None):
@@ -383,14 +385,15 @@ class AdaLNBlock(nn.Module):
         )(nn.silu(c))
         mod = nn.with_logical_constraint(mod, (ax.BATCH,) + (None,) * (mod.ndim - 2) + (ax.MLP,))
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = jnp.split(mod, 6, axis=-1)
-        x = fusion_barrier(x)  # x: the residual stream, float32 whatever the compute dtype
+        stream = fusion_barrier if self.barrier else (lambda y: y)
+        x = stream(x)  # x: the residual stream, float32 whatever the compute dtype
         x = x + bcast_mul(
             Attention(self.heads, dtype=self.dtype, impl=self.attention, name="attn")(
                 modulate(layer_norm(x).astype(self.dtype), shift_msa, scale_msa), rope
             ),
             gate_msa,
         )
-        x = fusion_barrier(x)
+        x = stream(x)
         x = x + bcast_mul(
             Mlp(self.mlp_ratio, dtype=self.dtype, name="mlp")(
                 modulate(layer_norm(x).astype(self.dtype), shift_mlp, scale_mlp)
