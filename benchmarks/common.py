@@ -53,6 +53,20 @@ def write_json(name, payload):
     print(f"wrote {path}")
 
 
+def train_stepper(trainer, state, batch):
+    """A closure running one `trainer.step` on `batch` from the state it holds (first `state`) and
+    returning the loss; `.state()` gives the current state (the step may donate the previous one's
+    buffers). Call it inside `jax.set_mesh(trainer.mesh)`."""
+    holder = [state]
+
+    def step():
+        holder[0], metrics = trainer.step(holder[0], batch)
+        return metrics["loss"]
+
+    step.state = lambda: holder[0]
+    return step
+
+
 def compile_train_step(trainer, tokens_shape):
     """(compiled train step, compile seconds) of a `train.setup.build_trainer` trainer, lowered from
     abstract inputs (no state is allocated): tokens_shape is the global batch (B, F, H, W)."""

@@ -13,7 +13,7 @@ import argparse
 
 import jax
 
-from benchmarks.common import latte_forward_gflop, matmul_peak_gflops, timeit, write_json
+from benchmarks.common import latte_forward_gflop, matmul_peak_gflops, timeit, train_stepper, write_json
 from configs import base
 from maskflow_jax.models.latte import resolve_size
 from maskflow_jax.parallel.mesh import make_mesh
@@ -48,13 +48,7 @@ def bench(size, vocab, grid, frames, batch, repeats, train=True, masked_head=Fal
         shape = {"size": size, "V": vocab, "grid": grid, "F": frames, "B": batch}
         rows.append({"what": "forward", **shape, "seconds": sec, "gflop": gflop, "gflops": gflop / sec})
         if train:
-            batch_in = {"tokens": jax.device_put(tokens, trainer.batch_sharding)}
-            holder = {"s": state}
-
-            def step():
-                holder["s"], m = trainer.step(holder["s"], batch_in)
-                return m["loss"]
-
+            step = train_stepper(trainer, state, {"tokens": jax.device_put(tokens, trainer.batch_sharding)})
             sec = timeit(step, repeats=repeats)
             what = "train_step_mh" if masked_head else "train_step"
             rows.append({"what": what, **shape, "seconds": sec, "gflop": 3 * gflop, "gflops": 3 * gflop / sec})

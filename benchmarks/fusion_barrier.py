@@ -19,7 +19,7 @@ import time
 
 import jax
 
-from benchmarks.common import write_json
+from benchmarks.common import train_stepper, write_json
 from benchmarks.denoiser import config as denoiser_config
 from maskflow_jax.config_validation import token_grid
 from maskflow_jax.models.latte import resolve_size
@@ -49,12 +49,11 @@ def step_fn(cfg, barrier):
     if cfg.model.action_cond:
         batch["actions"] = jax.random.randint(jax.random.key(2), (b, f), 0, cfg.model.num_actions)
     with jax.set_mesh(trainer.mesh):
-        holder = {"s": trainer.init(jax.random.key(0))}
+        run = train_stepper(trainer, trainer.init(jax.random.key(0)), batch)
 
     def step():
         with jax.set_mesh(trainer.mesh):
-            holder["s"], m = trainer.step(holder["s"], batch)
-            return jax.block_until_ready(m["loss"])
+            return jax.block_until_ready(run())
 
     step()  # compile
     return step

@@ -19,7 +19,7 @@ import tempfile
 
 import jax
 
-from benchmarks.common import latte_forward_gflop, matmul_peak_gflops, timeit, write_json
+from benchmarks.common import latte_forward_gflop, matmul_peak_gflops, timeit, train_stepper, write_json
 from benchmarks.denoiser import config
 from maskflow_jax.parallel.mesh import make_mesh
 from maskflow_jax.train.setup import build_trainer
@@ -60,16 +60,12 @@ def main(argv=None):
     t = jax.random.uniform(jax.random.key(2), (b, f))
     peak = matmul_peak_gflops()
     with jax.set_mesh(trainer.mesh):
-        holder = {"s": trainer.init(jax.random.key(0))}
         fwd = jax.jit(lambda p, x, s: trainer.model.apply({"params": p}, x, s))
         batch = {"tokens": jax.device_put(tokens, trainer.batch_sharding)}
+        step = train_stepper(trainer, trainer.init(jax.random.key(0)), batch)
 
         def forward():
-            return fwd(holder["s"].params, tokens, t)
-
-        def step():
-            holder["s"], m = trainer.step(holder["s"], batch)
-            return m["loss"]
+            return fwd(step.state().params, tokens, t)
 
         seconds = {"forward": timeit(forward, repeats=args.repeats), "train_step": timeit(step, repeats=args.repeats)}
         kinds = {"forward": op_kinds(forward, args.calls), "train_step": op_kinds(step, args.calls)}

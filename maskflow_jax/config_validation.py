@@ -87,11 +87,6 @@ def validate(cfg, num_devices=None):
         f"got {m.get('masked_head_chunk')}; a fraction of the positions of a clip in (0, 1]",
     )
     _one_of(m.remat_policy, "model.remat_policy", ("nothing", "dots"))
-    _check(
-        isinstance(m.get("fusion_barrier", True), bool),
-        "model.fusion_barrier",
-        f"got {m.get('fusion_barrier')!r}; expected True or False",
-    )
     if m.action_cond:
         _check(
             d.use_actions,

@@ -202,28 +202,23 @@ def optax_norm(tree):
     return jnp.sqrt(sum(jnp.sum(x**2) for x in jax.tree.leaves(tree)))
 
 
-@pytest.mark.parametrize("batch", [1, 2])
-def test_backward_workarounds_keep_logits_and_gradients(monkeypatch, batch):
-    """layers.fusion_barrier / bcast_mul (XLA:CPU backward-pass workarounds, docs/performance.md)
-    compute the plain model: logits and masked-CE gradients equal identity / x * s to 1e-5."""
+def _ce_logits_and_grads(model, params, tokens, t):
+    """(logits, masked-CE gradients w.r.t. params) of model, jitted, with a fixed mask and frame weights."""
     from maskflow_jax.flow import losses
 
-    model = _model()
-    tokens, t = _inputs()
-    tokens, t = tokens[:batch], t[:batch]
-    params = _perturbed_params(model, tokens, t, scale=0.2)
     mask = jax.random.bernoulli(jax.random.key(5), 0.5, tokens.shape)
-    weights = jnp.linspace(0.5, 2.0, batch * F).reshape(batch, F)
+    weights = jnp.linspace(0.5, 2.0, tokens.shape[0] * F).reshape(tokens.shape[0], F)
 
     def loss(p):
         logits = model.apply({"params": p}, tokens, t)
         return losses.masked_cross_entropy(logits, tokens, mask, weights)[0], logits
 
-    run = jax.jit(jax.value_and_grad(loss, has_aux=True))
-    (_, logits), grads = run(params)
-    monkeypatch.setattr(layers, "fusion_barrier", lambda x: x)
-    monkeypatch.setattr(layers, "bcast_mul", lambda x, s: x * s)
-    (_, ref_logits), ref_grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+    (_, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+    return logits, grads
+
+
+def _assert_same_logits_and_grads(got, ref):
+    (logits, grads), (ref_logits, ref_grads) = got, ref
     assert float(jnp.max(jnp.abs(ref_logits))) > 0.1  # a non-trivial model
     np.testing.assert_allclose(logits, ref_logits, atol=1e-5, rtol=1e-5)
     for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
@@ -231,33 +226,31 @@ def test_backward_workarounds_keep_logits_and_gradients(monkeypatch, batch):
     assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(ref_grads)) > 1e-3
 
 
-def test_fusion_barrier_option_keeps_logits_and_gradients():
-    """config.model.fusion_barrier only changes how XLA:CPU fuses the backward: with it off the
-    denoiser's logits and masked-CE gradients equal those with it on to 1e-5 (float rounding of a different
-    fusion), and the config reaches the model."""
-    from maskflow_jax.flow import losses
+@pytest.mark.parametrize("batch", [1, 2])
+def test_backward_workarounds_keep_logits_and_gradients(monkeypatch, batch):
+    """layers.fusion_barrier / bcast_mul (XLA:CPU backward-pass workarounds, docs/performance.md)
+    compute the plain model: logits and masked-CE gradients equal identity / x * s to 1e-5."""
+    model = _model()
+    tokens, t = _inputs()
+    tokens, t = tokens[:batch], t[:batch]
+    params = _perturbed_params(model, tokens, t, scale=0.2)
+    got = _ce_logits_and_grads(model, params, tokens, t)
+    monkeypatch.setattr(layers, "fusion_barrier", lambda x: x)
+    monkeypatch.setattr(layers, "bcast_mul", lambda x, s: x * s)
+    _assert_same_logits_and_grads(got, _ce_logits_and_grads(model, params, tokens, t))
 
+
+def test_fusion_barrier_option_keeps_logits_and_gradients():
+    """config.model.fusion_barrier=False (the built-in worlds' configs) reaches the model and computes the
+    same function: logits and masked-CE gradients equal those with the barrier to 1e-5 (a different
+    fusion rounds differently)."""
     on, off = _model(fusion_barrier=True), _model(fusion_barrier=False)
     assert on.fusion_barrier and not off.fusion_barrier
     tokens, t = _inputs()
     params = _perturbed_params(on, tokens, t, scale=0.2)
-    mask = jax.random.bernoulli(jax.random.key(5), 0.5, tokens.shape)
-    weights = jnp.linspace(0.5, 2.0, tokens.shape[0] * F).reshape(tokens.shape[0], F)
-
-    def grads(model):
-        def loss(p):
-            logits = model.apply({"params": p}, tokens, t)
-            return losses.masked_cross_entropy(logits, tokens, mask, weights)[0], logits
-
-        return jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
-
-    (_, logits), g_on = grads(on)
-    (_, ref_logits), g_off = grads(off)
-    assert float(jnp.max(jnp.abs(ref_logits))) > 0.1
-    np.testing.assert_allclose(logits, ref_logits, atol=1e-5, rtol=1e-5)
-    for a, b in zip(jax.tree.leaves(g_on), jax.tree.leaves(g_off)):
-        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
-    assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(g_off)) > 1e-3
+    _assert_same_logits_and_grads(
+        _ce_logits_and_grads(on, params, tokens, t), _ce_logits_and_grads(off, params, tokens, t)
+    )
 
 
 def test_bcast_mul_gradient_sums_over_broadcast_axes():
