@@ -135,6 +135,7 @@ def get_base():
     s.gathered_draw = True  # own threefry draws, only where a step uses them: same samples as jax.random, faster
     s.context = 2  # m: context frames
     s.stride = 14  # s: new frames kept per chunk
+    s.window = 0  # frames per sampling window: 0 = data.frames (the paper); m + s (< data.frames) = a shorter chunk
     s.horizon = 160  # L: frames to generate in total (including the context)
     s.batch_size = 2  # videos per sampling call
     s.use_ema = True  # sample with EMA weights

@@ -134,10 +134,17 @@ def validate(cfg, num_devices=None):
         "sampling.context",
         f"got {s.context}; the context must be shorter than the window data.frames={d.frames}",
     )
+    window = s.get("window", 0) or d.frames
     _check(
-        1 <= s.stride <= d.frames - s.context,
+        0 <= s.get("window", 0) <= d.frames and s.context < window,
+        "sampling.window",
+        f"got {s.get('window', 0)}; 0 (= data.frames={d.frames}) or a window in (sampling.context, data.frames]",
+    )
+    _check(
+        1 <= s.stride <= window - s.context,
         "sampling.stride",
-        f"got {s.stride}; need 1 <= stride <= data.frames - sampling.context = {d.frames - s.context}",
+        f"got {s.stride}; need 1 <= stride <= window - sampling.context = {window - s.context} "
+        "(window: sampling.window, or data.frames when it is 0)",
     )
     _check(
         s.horizon >= max(s.context, 1),

@@ -140,6 +140,7 @@ class Run:
         callback: Callable | None = None,
         decode=True,
         actions=None,
+        window=None,
     ):
         """Generates num_frames (L) frames from `context` (m) given frames.
 
@@ -147,6 +148,8 @@ class Run:
         (B, >= m, h, w); with neither, m must be 0 (one window from nothing, L <= T_w).
         actions: int (B, L), required by (and only by) an action-conditioned run (model.action_cond):
         actions[:, f] is the action taken after frame f (DMLab convention).
+        window: frames per chunk (default config.sampling.window, where 0 means data.frames T_w); a
+        window shorter than T_w runs only the m context and s new frames of each chunk.
         callback(chunk_index, new_tokens (B, k, h, w)) streams chunks. Returns (video uint8
         (B, L, H, W, 3) or tokens if decode=False, info {"nfe", "chunks", "seconds", "tokens"}).
         """
@@ -154,6 +157,9 @@ class Run:
         m = s.context if context is None else context
         stride = s.stride if stride is None else stride
         num_frames = num_frames or s.horizon
+        window = window or s.get("window", 0) or self.cfg.data.frames
+        if not 0 < window <= self.cfg.data.frames:
+            raise ValueError(f"window={window} must be in [1, data.frames={self.cfg.data.frames}] (config.sampling.window)")
         if context_video is not None:
             context_tokens = self.tokenizer.encode(np.asarray(context_video)[:, :m])
         if context_tokens is not None:
@@ -167,7 +173,7 @@ class Run:
             self.chunk_fn(sampler, steps),
             context_tokens,
             length=num_frames,
-            window=self.cfg.data.frames,
+            window=window,
             context=m,
             stride=stride,
             mask_id=self.cfg.tokenizer.n_embed,

@@ -24,6 +24,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from configs import base
 from maskflow_jax import inference
 from maskflow_jax.data import heldout
 from maskflow_jax.eval import i3d, metrics, protocols
@@ -34,6 +35,9 @@ WINDOW = 16
 def apply_setting(cfg, setting):
     """A copy of cfg with `setting` ("key=value,...") applied to cfg.sampling (values parsed as the field's type)."""
     out = ml_collections.ConfigDict(cfg.to_dict())
+    for key, value in base.get_base().sampling.items():  # fields newer than the run's saved config
+        if key not in out.sampling:
+            out.sampling[key] = value
     for part in filter(None, (x.strip() for x in setting.split(","))):
         key, sep, value = part.partition("=")
         if not sep:
@@ -53,6 +57,7 @@ def main(argv=None):
     parser.add_argument("--videos", type=int, default=None, help="held-out videos (default config.eval.num_videos)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--strips", default=None, help="folder: a PNG per setting, real (top) over generated, 2 videos")
     args = parser.parse_args(argv)
     cfg = inference.saved_config(args.workdir)
     run = inference.load_run(args.workdir, cfg=cfg, use_ema=cfg.eval.use_ema)
@@ -71,6 +76,12 @@ def main(argv=None):
         )
         seconds = time.perf_counter() - start
         gen = info["tokens"]
+        if args.strips:
+            os.makedirs(args.strips, exist_ok=True)
+            pairs = [x for i in range(min(2, len(video))) for x in (pixels[i], video[i])]
+            strip = np.concatenate([np.concatenate(list(v[:: max(1, args.horizon // 16)]), axis=1) for v in pairs])
+            name = "".join(ch if ch.isalnum() else "_" for ch in setting)
+            inference.save_frame_grid(os.path.join(args.strips, f"{name}.png"), strip[None], columns=1)
         fake = protocols.video_stats("maze", video[:, last], feature_fn=feature_fn, batch_size=cfg.eval.batch_size)
         rec = protocols.make_record("maze", reference, fake, use_ema=cfg.eval.use_ema)
         rows.append(

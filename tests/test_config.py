@@ -135,6 +135,8 @@ def test_every_config_leaf_is_read_by_the_library():
         ("data.name", "kinetics", "config.data.name"),
         ("sampling.stride", 15, "config.sampling.stride"),
         ("sampling.context", 16, "config.sampling.context"),
+        ("sampling.window", 17, "config.sampling.window"),
+        ("sampling.window", 2, "config.sampling.window"),  # not longer than the maze's context m = 2
         ("flow.kappa", "tanh", "config.flow.kappa"),
         ("model.size", "XXL", "config.model.size"),
         ("model.depth", 3, "config.model.depth"),
@@ -152,6 +154,15 @@ def test_bad_fields_are_named(field, value, match):
     section, name = field.split(".")
     cfg[section][name] = value
     with pytest.raises(ConfigError, match=match):
+        validate(cfg)
+
+
+def test_a_short_sampling_window_bounds_the_stride():
+    cfg = maze.get_config()
+    cfg.sampling.window, cfg.sampling.context, cfg.sampling.stride = 4, 3, 1
+    validate(cfg)
+    cfg.sampling.stride = 2
+    with pytest.raises(ConfigError, match="config.sampling.stride.*window - sampling.context = 1"):
         validate(cfg)
 
 

@@ -151,6 +151,45 @@ def test_run_sampler_takes_parameters_as_arguments():
     assert run.chunk_fn()._cache_size() == 1
 
 
+def test_run_generates_with_a_window_shorter_than_the_clip():
+    """config.sampling.window = m + s: every chunk runs the model on m + s frames only (one compilation),
+    and the frames continue the context as with the full window."""
+    import types  # noqa: PLC0415
+
+    from maskflow_jax import inference  # noqa: PLC0415
+
+    seen = []
+
+    class CounterRun(inference.Run):
+        def apply_fn(self):
+            def apply(params, tokens, t, actions=None):
+                seen.append(tokens.shape)  # at trace time
+                return copy_last_context(tokens, t) + params
+
+            return apply
+
+    cfg = tiny_config(frames=8, grid=2, n_embed=MASK)
+    cfg.sampling.steps, cfg.sampling.context, cfg.sampling.stride = 3, 2, 1
+    run = CounterRun(
+        cfg=cfg,
+        tokenizer=types.SimpleNamespace(grid=(2, 2)),
+        model=types.SimpleNamespace(vocab_size=V),
+        params=jnp.zeros(()),
+        step=0,
+    )
+    ctx = np.stack([np.zeros((2, 2)), np.ones((2, 2))]).astype(np.int32)[None]  # frames 0, 1
+    expected = np.broadcast_to(np.arange(20)[None, :, None, None] % 8, (1, 20, 2, 2))
+    for window in (3, None):  # None: config.sampling.window = 0, i.e. data.frames
+        cfg.sampling.window = window or 0
+        seen.clear()
+        run._chunk_fns.clear()
+        tokens, info = run.generate(jax.random.key(0), context_tokens=ctx, num_frames=20, decode=False)
+        np.testing.assert_array_equal(tokens, expected)
+        assert info["chunks"] == 18 and {s[1] for s in seen} == {window or 8}
+    with pytest.raises(ValueError, match="config.sampling.window"):
+        run.generate(jax.random.key(0), context_tokens=ctx, num_frames=20, decode=False, window=9)
+
+
 def test_untrained_run_is_the_zero_initialised_network_without_its_cost():
     """inference.untrained_run (the report's untrained baseline) gives exactly the logits of the
     initialised and of the zeroed network (adaLN-Zero: a zero head), so the same tokens from the same

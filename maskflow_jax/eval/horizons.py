@@ -82,7 +82,7 @@ def generate(cfg, run, rng, tokens, actions, context, length, warm_up=False):
 
     if context == 0:  # from nothing: one whole window, then chunk-wise from its last sampling.context frames
         first_len = min(length, window)
-        one = dict(kw, stride=window)
+        one = dict(kw, stride=window, window=window)  # the first window is always T_w frames
         if warm_up:
             run.generate(rng, context=0, num_frames=first_len, batch_size=n, actions=acts(0, first_len), **one)
         first, info = run.generate(
@@ -319,6 +319,7 @@ def evaluate(cfg, workdir, *, run=None, feature_fn=None, reference_cache=None):
         sampler=s.sampler,
         steps=s.steps,
         stride=s.stride,
+        rollout_window=s.get("window", 0) or cfg.data.frames,
         rollout_context=min(m, s.context) if m else s.context,
         step=int(run.step),
         methods=names,

@@ -39,6 +39,7 @@ def evaluate_run(cfg, workdir, *, feature_fn=None):
         jax.random.key(0),
         context=0,
         num_frames=f,
+        window=f,
         batch_size=2,  # one window, no context
         actions=None if actions is None else actions[:2, :f],
     )
