@@ -159,7 +159,9 @@ class Run:
         num_frames = num_frames or s.horizon
         window = window or s.get("window", 0) or self.cfg.data.frames
         if not 0 < window <= self.cfg.data.frames:
-            raise ValueError(f"window={window} must be in [1, data.frames={self.cfg.data.frames}] (config.sampling.window)")
+            raise ValueError(
+                f"window={window} must be in [1, data.frames={self.cfg.data.frames}] (config.sampling.window)"
+            )
         if context_video is not None:
             context_tokens = self.tokenizer.encode(np.asarray(context_video)[:, :m])
         if context_tokens is not None:
