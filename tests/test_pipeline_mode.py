@@ -33,6 +33,15 @@ def test_smoke_pipeline_end_to_end_and_restart(smoke_run):
     assert all(r["window"] == [2, 18] for r in rows)  # horizon 16 = 2 x 8 frames, moved past the 2 context frames
     assert all(r["fvd"] > 0 for r in rows) and os.path.exists(os.path.join(workdir, "samples", "horizon_16.gif"))
     assert all(np.isfinite(r["kvd"]) for r in rows)
+    from PIL import Image  # noqa: PLC0415
+
+    strip = np.asarray(Image.open(os.path.join(workdir, "samples", "strip_vs_real.png")))
+    one = np.asarray(Image.open(os.path.join(workdir, "samples", "strip.png")))
+    size = strip.shape[0] // 2  # two rows of 16 frames: real (every frame of the 18), then generated
+    assert strip.shape == (2 * size, 16 * size, 3) and one.shape[1] == strip.shape[1]
+    assert "![real and generated](samples/strip_vs_real.png)" in report_text
+    np.testing.assert_array_equal(strip[size:], one[:size])  # the generated row is strip.png's first row
+    assert not np.array_equal(strip[:size], strip[size:])
     assert "| horizon | method | FVD | KVD | motion | contrast |" in report_text
     dyn = {r["method"]: r for r in rows}
     assert dyn["frozen last context frame"]["motion"] == 0 and dyn["frozen last context frame"]["contrast"] > 0

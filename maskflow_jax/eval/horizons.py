@@ -165,7 +165,8 @@ def evaluate(cfg, workdir, *, run=None, feature_fn=None, reference_cache=None):
     real_dynamics: motion and contrast of the real clips of every window;
     record: protocols.describe() plus context, length, windows, num_videos, groups, sampler settings, step;
     features: {(method or resample.REFERENCE, horizon): (N, D)} of the first seed (None past MAX_KEPT);
-    example: the model's first video, uint8 (L, H, W, 3). `features` and `example` are not JSON.
+    example: the model's first video, uint8 (L, H, W, 3), and example_real: the held-out video it continues
+      (uint8, up to L frames). `features`, `example` and `example_real` are not JSON.
 
     run: an inference.Run (default load_run(workdir) with eval.use_ema). feature_fn: uint8 (n, F, H, W, 3)
     -> (n, D), default the I3D at the protocol's resolution (tests pass a cheap one). reference_cache: a
@@ -188,7 +189,7 @@ def evaluate(cfg, workdir, *, run=None, feature_fn=None, reference_cache=None):
     cache = {} if reference_cache is None else reference_cache
     stats, refs = {}, {}  # (seed, group, window, method) / (group, span) -> FeatureStats
     acc, real_acc = _Accumulator(), _Accumulator()
-    bs, seconds, info, example = e.batch_size, 0.0, None, None
+    bs, seconds, info, example, example_real = e.batch_size, 0.0, None, None, None
 
     def features(clips, key=None, memo=None):
         if memo is not None and key in memo:
@@ -222,6 +223,7 @@ def evaluate(cfg, workdir, *, run=None, feature_fn=None, reference_cache=None):
                 videos = {k: np.concatenate([real[:, :m], v[:, m:]], axis=1) for k, v in videos.items()}
             if example is None:
                 example = videos[protocols.MODEL][0]
+                example_real = np.asarray(real[0, :length])
             recon = {}
             for span in set(spans):
                 if RECONSTRUCTION in names or p.reconstructed_reference:
@@ -330,6 +332,7 @@ def evaluate(cfg, workdir, *, run=None, feature_fn=None, reference_cache=None):
         "real_dynamics": real_dynamics,
         "features": None if any(v is None for v in features.values()) else features,
         "example": example,
+        "example_real": example_real,
     }
 
 
@@ -343,4 +346,4 @@ def _merged(parts):
 
 def to_json(result):
     """The JSON-able part of evaluate()'s result (without `features` and `example`)."""
-    return {k: v for k, v in result.items() if k not in ("features", "example")}
+    return {k: v for k, v in result.items() if k not in ("features", "example", "example_real")}

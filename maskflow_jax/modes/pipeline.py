@@ -11,6 +11,7 @@ import json
 import os
 
 import jax
+import numpy as np
 from absl import logging
 
 from maskflow_jax import inference, report, stages
@@ -30,7 +31,12 @@ def evaluate_run(cfg, workdir, *, feature_fn=None):
     os.makedirs(samples, exist_ok=True)
     length = res["record"]["length"]
     video = res["example"]
-    inference.save_frame_grid(os.path.join(samples, "strip.png"), video, every=max(1, length // 16), columns=16)
+    every = max(1, length // 16)
+    inference.save_frame_grid(os.path.join(samples, "strip.png"), video, every=every, columns=16)
+    real = res["example_real"]
+    if real is not None and real.shape == video.shape:  # the held-out video above its continuation
+        both = np.concatenate([real[::every][:16], video[::every][:16]])
+        inference.save_frame_grid(os.path.join(samples, "strip_vs_real.png"), both, columns=len(both) // 2)
     for h in sorted({r["horizon"] for r in res["rows"]}):
         inference.save_gif(os.path.join(samples, f"horizon_{h}.gif"), video[: min(h, length)])
     f = cfg.data.frames
@@ -91,6 +97,15 @@ def write_report(cfg, workdir, results):
             "",
             "![frame strip](samples/strip.png)",
             "",
+        ]
+        if os.path.exists(os.path.join(workdir, "samples", "strip_vs_real.png")):
+            lines += [
+                "The held-out video (top) and its continuation (bottom):",
+                "",
+                "![real and generated](samples/strip_vs_real.png)",
+                "",
+            ]
+        lines += [
             "GIFs: "
             + ", ".join(f"[{h} frames](samples/horizon_{h}.gif)" for h in horizons_)
             + ", [one full-sequence window without context](samples/full_sequence.gif).",
