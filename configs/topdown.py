@@ -7,16 +7,17 @@ it (maskflow_jax/data/topdown.py, DMLab layout). A move shifts the view by exact
 frames are resized 64 -> 32 and tokenized with stride 4, so one move shifts the 8x8 token grid by
 exactly one token and new content enters at one edge. A small VQ tokenizer, a tiny discrete Latte
 denoiser conditioned on the moves, chunk-wise FM generation to 10x the clip length, FVD per horizon
-against baselines, in ~16 minutes on a 2-core CPU.
+against baselines, in ~17 minutes on an idle 2-core CPU.
 
 Beyond the paper (named options, documented in configs/base.py): training clips with a clean prefix
 (`flow.noise_level=prefix_shared`, the setup every sampling chunk starts from), a small random output
 head (`model.head_init_std`), a warm-up that does not start at zero (`train.warmup_init`), frame f
 conditioned on the moves out of it and into it (`model.action_align=both`), and rotary attention
 (`model.rope=spatiotemporal`). The last two are what let the tiny model learn the moves
-(docs/experiments/2026-12-02-rotary-attention.md); 840 steps rather than 560 because the step at which it
-leaves the copy plateau varies: before 560 in one run, ~700-750 in two others
-(docs/experiments/2026-12-03-topdown-steps.md).
+(docs/experiments/2026-12-02-rotary-attention.md). 1680 denoiser steps: the model leaves the copy plateau at
+~600-750 steps (docs/experiments/2026-12-03-topdown-steps.md), and the long roll-outs need the steps after it:
+at 840 steps one of two strip videos changes its palette after ~40 frames, from 1250 on none does, and from
+1500 on lakes several tiles wide appear and move with the view (docs/experiments/2026-12-08-topdown-rollouts.md).
 
 Variants (`--config=configs/topdown.py:noactions,smoke`): `noactions` (unconditional denoiser),
 `smoke` (every stage at toy size), `accel` (scaled up for one accelerator chip and trained for a
@@ -64,7 +65,7 @@ def get_config(arg=None):
     c.flow.noise_level = "prefix_shared"  # half the clips: clean prefix, the rest at one shared t
     c.flow.prefix_prob = 0.5  # share of clips with a clean prefix
 
-    c.train.steps = 840  # denoiser steps (~8 minutes here); past the plateau (see the docstring)
+    c.train.steps = 1680  # denoiser steps (~11 minutes on an idle 2-core CPU); see the docstring
     c.train.lr = 2e-3  # AdamW learning rate
     c.train.warmup_steps = 50  # linear warm-up
     c.train.warmup_init = 0.1  # ... from 0.1 x lr

@@ -56,11 +56,12 @@ def main(argv=None):
     parser.add_argument("--horizon", type=int, default=80, help="frames per generated video (with the context)")
     parser.add_argument("--videos", type=int, default=None, help="held-out videos (default config.eval.num_videos)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--step", type=int, default=None, help="denoiser checkpoint step (default the newest)")
     parser.add_argument("--out", default=None)
     parser.add_argument("--strips", default=None, help="folder: a PNG per setting, real (top) over generated, 2 videos")
     args = parser.parse_args(argv)
     cfg = inference.saved_config(args.workdir)
-    run = inference.load_run(args.workdir, cfg=cfg, use_ema=cfg.eval.use_ema)
+    run = inference.load_run(args.workdir, cfg=cfg, use_ema=cfg.eval.use_ema, step=args.step)
     tokens, pixels, actions = heldout.load(cfg, args.workdir, args.videos or cfg.eval.num_videos, args.horizon)
     f = cfg.data.frames
     feature_fn = i3d.make_feature_fn(weights=cfg.eval.i3d_weights)
