@@ -11,6 +11,8 @@ and reports, against the real continuation:
   sampler that keeps the world coherent scores high; new content at the edges can only match by chance.
 - FVD and KVD of the last 16 frames (I3D, the held-out videos as the reference; few videos: compare
   settings with each other, not with other tables), and motion / contrast of those frames.
+- for the top-down world with its moves, `carried`: the share of tokens that a move carries over from one
+  generated frame to the next that equal their source (data/topdown.carried_agreement; real videos 1.0).
 Writes a table to stdout and JSON to `--out` (default <workdir>/sampler_sweep.json).
 """
 
@@ -26,7 +28,7 @@ import numpy as np
 
 from configs import base
 from maskflow_jax import inference
-from maskflow_jax.data import heldout
+from maskflow_jax.data import heldout, topdown
 from maskflow_jax.eval import i3d, metrics, protocols
 
 WINDOW = 16
@@ -67,6 +69,7 @@ def main(argv=None):
     feature_fn = i3d.make_feature_fn(weights=cfg.eval.i3d_weights)
     last = slice(args.horizon - WINDOW, args.horizon)
     reference = protocols.video_stats("maze", pixels[:, last], feature_fn=feature_fn, batch_size=cfg.eval.batch_size)
+    topdown_moves = cfg.data.name == topdown.NAME and actions is not None
     rows = []
     for setting in args.setting:
         variant = dataclasses.replace(run, cfg=apply_setting(cfg, setting), _chunk_fns={})
@@ -90,6 +93,10 @@ def main(argv=None):
                 "setting": setting,
                 "agreement_first": float(np.mean(gen[:, m:f] == tokens[:, m:f])),  # the first window after the context
                 "agreement_last": float(np.mean(gen[:, last] == tokens[:, last])),
+                # top-down world: share of carried-over tokens equal to their source (real videos: 1.0)
+                "carried": topdown.carried_agreement(gen[:, max(m - 1, 0) :], actions[:, max(m - 1, 0) :])[0]
+                if topdown_moves
+                else None,
                 "fvd": rec["fvd"],
                 "kvd": rec["kvd"],
                 **metrics.dynamics(video[:, last]),
@@ -99,7 +106,9 @@ def main(argv=None):
         )
         r = rows[-1]
         print(
-            f"{setting:50s} agreement {r['agreement_first']:.3f} / {r['agreement_last']:.3f}  FVD {r['fvd']:7.1f}  "
+            f"{setting:50s} agreement {r['agreement_first']:.3f} / {r['agreement_last']:.3f}  "
+            + (f"carried {r['carried']:.3f}  " if topdown_moves else "")
+            + f"FVD {r['fvd']:7.1f}  "
             f"KVD {r['kvd']:6.1f}  motion {r['motion']:5.1f}  contrast {r['contrast']:5.1f}  {seconds:5.1f} s",
             flush=True,
         )

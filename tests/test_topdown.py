@@ -127,3 +127,23 @@ def test_shift_stats_of_exactly_shifted_tokens():
     res = mod.shift_stats(np.stack(frames)[None], acts)
     assert res["shift_exact_of_interior"] == 1.0 and 0.8 < res["interior_of_changed"] < 1.0
     assert res["edge_of_changed"] > 0
+
+
+def test_carried_agreement_of_real_frozen_and_redrawn_videos(small):
+    """data/topdown.carried_agreement: 1 on the world's own videos (tile ids as tokens), lower when a frame
+    fails to move or redraws content, about 1 / V on random tokens; shapes are checked."""
+    video, actions = small
+    tiles = video.reshape(3, 40, T.VIEW, T.CELL, T.VIEW, T.CELL, 3).transpose(0, 1, 2, 4, 3, 5, 6)
+    _, ids = np.unique(tiles.reshape(-1, T.CELL * T.CELL * 3), axis=0, return_inverse=True)
+    tokens = ids.reshape(3, 40, T.VIEW, T.VIEW)
+    share, count = T.carried_agreement(tokens, actions)
+    assert share == 1.0 and count > 3 * 39 * 40
+    frozen = tokens.copy()
+    f = int(np.argmax(actions[0] == T.EAST))
+    frozen[0, f + 1] = frozen[0, f]  # frame f + 1 does not move
+    assert T.carried_agreement(frozen, actions)[0] < 1.0
+    redrawn = tokens.copy()
+    redrawn[:, 20:] = np.random.default_rng(0).integers(0, 64, redrawn[:, 20:].shape)
+    assert 0.45 < T.carried_agreement(redrawn, actions)[0] < 0.55  # the second half: ~1/64
+    with pytest.raises(ValueError, match="expected"):
+        T.carried_agreement(tokens[..., :4], actions)

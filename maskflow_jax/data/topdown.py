@@ -289,6 +289,37 @@ def render(world_pixels, positions, headings, agents):
     return frames
 
 
+def carried_agreement(tokens, actions):
+    """How consistently a video carries what it has shown: the share of carried-over tokens equal to their source.
+
+    tokens: int (B, T, VIEW, VIEW), one token per tile (the top-down config's tokenizer); actions: int (B, T),
+    actions[:, f] the move from frame f to f + 1. A move shifts the view by one tile, so every cell of frame f + 1
+    whose source cell (cell + move) lies in frame f's view repeats that cell's token; "stay" keeps every cell.
+    The agent's cell and the cell its previous tile lands on are left out (the agent's sprite covers that tile).
+    Real videos score 1.0 up to the tokenizer's re-quantisation; a roll-out that redraws content scores lower.
+    Returns (share, count of compared cells).
+    """
+    tokens, actions = np.asarray(tokens), np.asarray(actions)
+    if tokens.ndim != 4 or tokens.shape[2:] != (VIEW, VIEW) or actions.shape != tokens.shape[:2]:
+        raise ValueError(
+            f"tokens {tokens.shape} and actions {actions.shape}: expected (B, T, {VIEW}, {VIEW}) and (B, T)"
+        )
+    equal = count = 0
+    r, c = np.mgrid[0:VIEW, 0:VIEW]
+    for code, (dr, dc) in MOVES.items():
+        b, f = np.nonzero(actions[:, :-1] == code)
+        if not len(b):
+            continue
+        sr, sc = r + dr, c + dc  # source cell in frame f of each cell of frame f + 1
+        keep = (sr >= 0) & (sr < VIEW) & (sc >= 0) & (sc < VIEW)
+        keep &= ~((r == AGENT_CELL) & (c == AGENT_CELL)) & ~((sr == AGENT_CELL) & (sc == AGENT_CELL))
+        new = tokens[b, f + 1][:, keep]
+        src = tokens[b, f][:, sr[keep], sc[keep]]
+        equal += int(np.sum(new == src))
+        count += new.size
+    return (equal / count if count else float("nan")), count
+
+
 def world_pixels(kind, variant, palette, tiles):
     """The whole map as pixels uint8 (MAP*CELL, MAP*CELL, 3)."""
     sprites = tiles[palette][kind, variant]  # (MAP, MAP, CELL, CELL, 3)
