@@ -7,7 +7,7 @@ it (maskflow_jax/data/topdown.py, DMLab layout). A move shifts the view by exact
 frames are resized 64 -> 32 and tokenized with stride 4, so one move shifts the 8x8 token grid by
 exactly one token and new content enters at one edge. A small VQ tokenizer, a tiny discrete Latte
 denoiser conditioned on the moves, chunk-wise FM generation to 10x the clip length, FVD per horizon
-against baselines, in ~17 minutes on an idle 2-core CPU.
+against baselines, in ~16 minutes on an idle 2-core CPU.
 
 Beyond the paper (named options, documented in configs/base.py): training clips with a clean prefix
 (`flow.noise_level=prefix_shared`, the setup every sampling chunk starts from), a small random output
