@@ -345,5 +345,5 @@ def _merged(parts):
 
 
 def to_json(result):
-    """The JSON-able part of evaluate()'s result (without `features` and `example`)."""
+    """The JSON-able part of evaluate()'s result (without `features`, `example` and `example_real`)."""
     return {k: v for k, v in result.items() if k not in ("features", "example", "example_real")}
