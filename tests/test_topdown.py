@@ -147,3 +147,5 @@ def test_carried_agreement_of_real_frozen_and_redrawn_videos(small):
     assert 0.45 < T.carried_agreement(redrawn, actions)[0] < 0.55  # the second half: ~1/64
     with pytest.raises(ValueError, match="expected"):
         T.carried_agreement(tokens[..., :4], actions)
+    with pytest.raises(ValueError, match=r"action ids must be in \[0, 5\)"):
+        T.carried_agreement(tokens, actions + 5)

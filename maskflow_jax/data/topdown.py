@@ -304,6 +304,11 @@ def carried_agreement(tokens, actions):
         raise ValueError(
             f"tokens {tokens.shape} and actions {actions.shape}: expected (B, T, {VIEW}, {VIEW}) and (B, T)"
         )
+    if actions.size and (actions.min() < 0 or actions.max() >= NUM_ACTIONS):
+        raise ValueError(
+            f"action ids must be in [0, {NUM_ACTIONS}) (west, east, north, south, stay); "
+            f"got [{actions.min()}, {actions.max()}]"
+        )
     equal = count = 0
     r, c = np.mgrid[0:VIEW, 0:VIEW]
     for code, (dr, dc) in MOVES.items():
